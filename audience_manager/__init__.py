@@ -1,0 +1,3 @@
+"""Audience Manager: real-time audience segmentation."""
+
+__version__ = "0.1.0"

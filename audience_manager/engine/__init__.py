@@ -1,0 +1,21 @@
+"""Apply events to profiles and membership; advance time; backfill; explain (pure)."""
+
+from audience_manager.engine.engine import Engine
+from audience_manager.engine.events import Event
+from audience_manager.engine.types import (
+    ApplyResult,
+    ManualClock,
+    MembershipChange,
+    Rejection,
+    SegmentDefinition,
+)
+
+__all__ = [
+    "ApplyResult",
+    "Engine",
+    "Event",
+    "ManualClock",
+    "MembershipChange",
+    "Rejection",
+    "SegmentDefinition",
+]

@@ -1,0 +1,498 @@
+"""The engine: events in, profile and membership changes out. Pure; the clock is injected."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from audience_manager.engine.aggregates import Aggregate, create_aggregate
+from audience_manager.engine.columns import RowArray, grow
+from audience_manager.engine.events import Event
+from audience_manager.engine.frames import EventFrame
+from audience_manager.engine.profiles import ProfileTable
+from audience_manager.engine.timers import TimerWheel
+from audience_manager.engine.types import (
+    ApplyResult,
+    MembershipChange,
+    Rejection,
+    SegmentDefinition,
+)
+from audience_manager.membership import SegmentMembership, UserIds
+from audience_manager.rules.attributes import BUILTIN_ATTRIBUTES, ComputedAttribute
+from audience_manager.rules.compiler import AggregateSpec, CompiledRule, FieldRef, compile_rule
+from audience_manager.rules.deps import DependencyIndex, check_acyclic, evaluation_order
+from audience_manager.rules.explain import Explanation, explain
+from audience_manager.rules.values import BoolArray, ValueVector
+
+__all__ = ["Engine"]
+
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(slots=True)
+class _Segment:
+    definition: SegmentDefinition
+    compiled: CompiledRule | None
+    member: BoolArray
+    timers: TimerWheel | None
+
+
+class Engine:
+    """Profiles and segment membership of every user, updated by events and by time.
+
+    ``apply`` and ``advance`` return every enter and exit; membership at any instant equals
+    the rules evaluated from scratch at that instant (``docs/rules.md``). Aggregates that a
+    new rule introduces count the events applied after it was defined.
+    """
+
+    def __init__(
+        self, clock: Callable[[], int], attributes: Iterable[ComputedAttribute] = ()
+    ) -> None:
+        self.clock = clock
+        self.now = clock()
+        self.ids = UserIds()
+        self.table = ProfileTable()
+        self.membership = SegmentMembership()
+        self.attributes: dict[str, ComputedAttribute] = dict(BUILTIN_ATTRIBUTES)
+        self.aggregates: dict[str, Aggregate] = {}
+        self._owners: dict[str, set[str]] = {}
+        self._segments: dict[str, _Segment] = {}
+        self._names: dict[str, str] = {}
+        self._order: list[str] = []
+        self._index = DependencyIndex()
+        self._seq = 0
+        self._event_types: set[str] = set()  # event types already checked valid
+        for attribute in self.attributes.values():
+            self._own(AggregateSpec.of_attribute(attribute), "attribute:" + attribute.name)
+        for attribute in attributes:
+            self.upsert_attribute(attribute)
+
+    # -- definitions ------------------------------------------------------------------
+
+    def upsert_attribute(self, attribute: ComputedAttribute) -> list[MembershipChange]:
+        """Define or redefine a computed attribute; segments using it are re-evaluated."""
+        owner = "attribute:" + attribute.name
+        self._disown(owner)
+        self.attributes[attribute.name] = attribute
+        self._own(AggregateSpec.of_attribute(attribute), owner)
+        return self._recompile_all(owner)
+
+    def remove_attribute(self, name: str) -> list[MembershipChange]:
+        """Forget a computed attribute; rules naming it read the trait of that name."""
+        if name in BUILTIN_ATTRIBUTES or name not in self.attributes:
+            raise KeyError(name)
+        del self.attributes[name]
+        self._disown("attribute:" + name)
+        return self._recompile_all("attribute:" + name)
+
+    def upsert_segment(self, definition: SegmentDefinition) -> list[MembershipChange]:
+        """Create or replace a segment and backfill it over every existing profile."""
+        compiled = None
+        if definition.type == "DYNAMIC":
+            if definition.rules is None:
+                raise ValueError("a DYNAMIC segment needs rules")
+            compiled = compile_rule(definition.rules, self.attributes, self._resolver(definition))
+            references = {
+                k: set(s.compiled.segments)
+                for k, s in self._segments.items()
+                if s.compiled is not None and k != definition.id
+            }
+            check_acyclic(definition.id, set(compiled.segments), references)
+        old = self._segments.get(definition.id)
+        if old is not None:
+            self._names.pop(old.definition.name, None)
+        self._disown("segment:" + definition.id)
+        member = old.member if old is not None else np.zeros(self.ids.capacity, np.bool_)
+        timers = TimerWheel() if compiled is not None and compiled.relative else None
+        self._segments[definition.id] = _Segment(definition, compiled, member, timers)
+        self._names[definition.name] = definition.id
+        self.membership.ensure_segment(definition.id)
+        if compiled is not None:
+            for spec in compiled.aggregates:
+                self._own(spec, "segment:" + definition.id)
+            self._index.assign(definition.id, compiled.dependencies)
+        else:
+            self._index.remove(definition.id)
+        self._reorder()
+        if compiled is None:
+            return []
+        return self._reevaluate({}, {definition.id: self._all_rows()}, self.now)
+
+    def remove_segment(self, segment_id: str) -> None:
+        """Forget a segment (segments referencing it must be changed first)."""
+        segment = self._segments.pop(segment_id)
+        self._names.pop(segment.definition.name, None)
+        self._index.remove(segment_id)
+        self._disown("segment:" + segment_id)
+        self.membership.drop_segment(segment_id)
+        self._reorder()
+
+    def segment_id(self, reference: str) -> str:
+        """A segment id from an id or a name (KeyError if neither)."""
+        if reference in self._segments:
+            return reference
+        return self._names[reference]
+
+    def set_static_members(
+        self, segment_id: str, user_ids: Sequence[str], mode: str = "replace"
+    ) -> list[MembershipChange]:
+        """Add, remove or replace the members of a STATIC segment."""
+        segment = self._segments[segment_id]
+        if segment.compiled is not None:
+            raise ValueError("members can only be set on a STATIC segment")
+        rows = self._intern(user_ids)
+        target = segment.member.copy()
+        if mode == "replace":
+            target[:] = False
+        target[rows] = mode != "remove"
+        changed = np.flatnonzero(target != segment.member).astype(np.int64)
+        return self._commit(segment_id, changed, target[changed], self.now)[0]
+
+    # -- events and time --------------------------------------------------------------
+
+    def apply(self, events: Sequence[Event]) -> ApplyResult:
+        """Apply a batch of events in arrival order; time first catches up with the clock."""
+        now = self._tick()
+        result = ApplyResult(changes=self._advance(now))
+        accepted: list[Event] = []
+        user_ids: list[str] = []
+        stamps: list[int] = []
+        known = self._event_types
+        for index, event in enumerate(events):
+            user_id, stamp, traits = event.user_id, event.timestamp, event.traits
+            if (
+                user_id.__class__ is str
+                and 0 < len(user_id) <= 256
+                and event.event_type in known
+                and stamp.__class__ is int
+                and event.properties.__class__ is dict
+                and (traits is None or traits.__class__ is dict)
+            ):
+                ok = True
+            else:
+                reason = _invalid(event)
+                ok = reason is None
+                if ok and len(known) < 100_000:
+                    known.add(event.event_type)
+                elif reason is not None:
+                    result.rejected.append(Rejection(index, reason))
+            if ok:
+                accepted.append(event)
+                user_ids.append(user_id)
+                stamps.append(stamp)
+        if not accepted:
+            return result
+        rows = self._intern(user_ids)
+        ts = np.asarray(stamps, dtype=np.int64)
+        seq = np.arange(self._seq, self._seq + len(accepted), dtype=np.int64)
+        self._seq += len(accepted)
+        unique = np.unique(rows)
+        touched: dict[str, RowArray] = {"attribute:firstSeen": unique, "attribute:lastSeen": unique}
+        self.table.see(rows, ts)
+        self._apply_traits(accepted, rows, ts, touched)
+        self._apply_aggregates(accepted, rows, ts, seq, now, touched)
+        result.changes.extend(self._reevaluate(touched, {}, now))
+        result.profiles = self.ids.user_ids(unique)
+        return result
+
+    def advance(self, now: int | None = None) -> list[MembershipChange]:
+        """Apply what time alone changes up to ``now`` (default: the clock)."""
+        return self._advance(self._tick(now))
+
+    def _tick(self, now: int | None = None) -> int:
+        self.now = max(self.now, self.clock() if now is None else now)
+        return self.now
+
+    def _advance(self, now: int) -> list[MembershipChange]:
+        touched: dict[str, RowArray] = {}
+        for key, aggregate in self.aggregates.items():
+            rows = aggregate.expire(now)
+            if len(rows):
+                self._mark(touched, key, rows)
+        extra = {}
+        for segment_id, segment in self._segments.items():
+            if segment.timers is not None:
+                rows = segment.timers.pop_due(now)
+                if len(rows):
+                    extra[segment_id] = rows
+        if not touched and not extra:
+            return []
+        return self._reevaluate(touched, extra, now)
+
+    def _apply_traits(
+        self, events: list[Event], rows: RowArray, ts: RowArray, touched: dict[str, RowArray]
+    ) -> None:
+        by_key: dict[str, tuple[list[int], list[Any]]] = {}
+        for position, event in enumerate(events):
+            if event.traits:
+                for key, value in event.traits.items():
+                    entry = by_key.get(key)
+                    if entry is None:
+                        entry = by_key[key] = ([], [])
+                    entry[0].append(position)
+                    entry[1].append(value)
+        for key, (positions, values) in by_key.items():
+            index = np.asarray(positions, dtype=np.int64)
+            changed = self.table.set_traits(key, rows[index], values, ts[index])
+            if len(changed):
+                touched["trait:" + key] = changed
+
+    def _apply_aggregates(
+        self,
+        events: list[Event],
+        rows: RowArray,
+        ts: RowArray,
+        seq: RowArray,
+        now: int,
+        touched: dict[str, RowArray],
+    ) -> None:
+        by_type: dict[str, list[int]] = {}
+        for index, event in enumerate(events):
+            by_type.setdefault(event.event_type, []).append(index)
+        frames: dict[str, tuple[RowArray, EventFrame]] = {}
+        everything = np.arange(len(events), dtype=np.int64)
+        for key, aggregate in self.aggregates.items():
+            event_type = aggregate.spec.event_type
+            if event_type != "*" and event_type not in by_type:
+                continue
+            cached = frames.get(event_type)
+            if cached is None:
+                positions = (
+                    everything if event_type == "*" else np.asarray(by_type[event_type], np.int64)
+                )
+                frame = EventFrame([events[i].properties for i in positions.tolist()])
+                cached = frames[event_type] = (positions, frame)
+            positions, frame = cached
+            changed = aggregate.feed(rows[positions], frame, ts[positions], seq[positions], now)
+            if len(changed):
+                self._mark(touched, key, changed)
+
+    def _mark(self, touched: dict[str, RowArray], key: str, rows: RowArray) -> None:
+        touched["aggregate:" + key] = rows
+        for owner in self._owners.get(key, ()):
+            if owner.startswith("attribute:"):
+                touched[owner] = rows
+
+    # -- evaluation -------------------------------------------------------------------
+
+    def _reevaluate(
+        self, touched: dict[str, RowArray], extra: dict[str, RowArray], now: int
+    ) -> list[MembershipChange]:
+        """Re-evaluate affected segments in dependency order; return the changes."""
+        changes: list[MembershipChange] = []
+        affected = self._index.affected(touched.keys()) | extra.keys()
+        if not affected:
+            return changes
+        context = _Context(self, now)
+        for segment_id in self._order:
+            segment = self._segments[segment_id]
+            if segment.compiled is None:
+                continue
+            parts = [touched[k] for k in segment.compiled.dependencies if k in touched]
+            if segment_id in extra:
+                parts.append(extra[segment_id])
+            if not parts:
+                continue
+            rows = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+            held = segment.compiled.evaluate(context, rows)
+            new_changes, changed = self._commit(segment_id, rows, held, now)
+            changes.extend(new_changes)
+            if len(changed):
+                touched["segment:" + segment_id] = changed
+            if segment.timers is not None:
+                segment.timers.schedule(rows, segment.compiled.next_change(context, rows))
+        return changes
+
+    def _commit(
+        self, segment_id: str, rows: RowArray, held: BoolArray, now: int
+    ) -> tuple[list[MembershipChange], RowArray]:
+        segment = self._segments[segment_id]
+        if len(segment.member) < self.ids.capacity:
+            segment.member = grow(segment.member, max(self.ids.capacity, 2 * len(segment.member)))
+        was = segment.member[rows]
+        enter, leave = rows[held & ~was], rows[was & ~held]
+        if not len(enter) and not len(leave):
+            return [], _EMPTY
+        segment.member[enter] = True
+        segment.member[leave] = False
+        self.membership.enter(segment_id, enter)
+        self.membership.exit(segment_id, leave)
+        changes = [
+            MembershipChange(segment_id, user, "enter", now) for user in self.ids.user_ids(enter)
+        ]
+        changes += [
+            MembershipChange(segment_id, user, "exit", now) for user in self.ids.user_ids(leave)
+        ]
+        return changes, np.concatenate([enter, leave])
+
+    # -- reading ----------------------------------------------------------------------
+
+    def members(self, segment_id: str) -> set[str]:
+        """User ids in a segment."""
+        rows = np.asarray(self.membership.members(segment_id).to_array(), dtype=np.int64)
+        return set(self.ids.user_ids(rows))
+
+    def segments_of(self, user_id: str) -> list[str]:
+        """Segment ids a user belongs to."""
+        row = self.ids.get(user_id)
+        return [] if row is None else self.membership.segments_of(row)
+
+    def profile(self, user_id: str) -> dict[str, Any] | None:
+        """A user's profile: traits, attributes, first/last seen and segments."""
+        row = self.ids.get(user_id)
+        if row is None:
+            return None
+        first, last = self.table.seen(row)
+        rows = np.array([row], dtype=np.int64)
+        attributes = {
+            name: self.aggregates[AggregateSpec.of_attribute(a).key].vector(rows).value(0)
+            for name, a in self.attributes.items()
+        }
+        return {
+            "userId": user_id,
+            "traits": self.table.traits_of(row),
+            "attributes": attributes,
+            "firstSeen": _iso(first),
+            "lastSeen": _iso(last),
+            "segments": self.membership.segments_of(row),
+        }
+
+    def explain(self, user_id: str, segment_id: str) -> Explanation:
+        """Which conditions of a segment hold for a user, with the values compared."""
+        segment = self._segments[self.segment_id(segment_id)]
+        row = self.ids.get(user_id)
+        if row is None:
+            raise KeyError(user_id)
+        if segment.compiled is None:
+            member = bool(row < len(segment.member) and segment.member[row])
+            return Explanation(segment.definition.id, user_id, member, member, None)
+        return explain(
+            segment.compiled, _Context(self, self.now), segment.definition.id, user_id, row
+        )
+
+    def delete_user(self, user_id: str) -> list[MembershipChange]:
+        """Erase a user: profile, aggregates, memberships; returns the exits."""
+        row = self.ids.get(user_id)
+        if row is None:
+            raise KeyError(user_id)
+        changes = [
+            MembershipChange(s, user_id, "exit", self.now) for s in self.membership.segments_of(row)
+        ]
+        for segment in self._segments.values():
+            if row < len(segment.member):
+                segment.member[row] = False
+        self.membership.remove_user(row)
+        self.table.clear(row)
+        for aggregate in self.aggregates.values():
+            aggregate.clear(row)
+        self.ids.release(user_id)
+        return changes
+
+    # -- internals --------------------------------------------------------------------
+
+    def _intern(self, user_ids: Sequence[str]) -> RowArray:
+        before = self.ids.capacity
+        rows = self.ids.intern_many(user_ids)
+        if self.ids.capacity > before:
+            capacity = self.ids.capacity
+            self.table.resize(capacity)
+            for aggregate in self.aggregates.values():
+                aggregate.resize(capacity)
+            self.membership.add_users(np.arange(before, capacity, dtype=np.int64))
+        return rows
+
+    def _all_rows(self) -> RowArray:
+        return np.asarray(self.membership.universe.to_array(), dtype=np.int64)
+
+    def _own(self, spec: AggregateSpec, owner: str) -> None:
+        owners = self._owners.setdefault(spec.key, set())
+        owners.add(owner)
+        if spec.key not in self.aggregates:
+            aggregate = create_aggregate(spec)
+            aggregate.resize(self.ids.capacity)
+            self.aggregates[spec.key] = aggregate
+
+    def _disown(self, owner: str) -> None:
+        for key in [k for k, owners in self._owners.items() if owner in owners]:
+            self._owners[key].discard(owner)
+            if not self._owners[key]:
+                del self._owners[key]
+                del self.aggregates[key]
+
+    def _reorder(self) -> None:
+        self._order = evaluation_order(
+            {
+                k: set(s.compiled.segments) if s.compiled else set()
+                for k, s in self._segments.items()
+            }
+        )
+
+    def _resolver(self, definition: SegmentDefinition) -> Callable[[str], str]:
+        def resolve(reference: str) -> str:
+            if reference in (definition.id, definition.name):
+                return definition.id
+            return self.segment_id(reference)
+
+        return resolve
+
+    def _recompile_all(self, owner: str) -> list[MembershipChange]:
+        changes: list[MembershipChange] = []
+        for segment_id in list(self._order):
+            segment = self._segments[segment_id]
+            if segment.compiled is not None:
+                changes.extend(self.upsert_segment(segment.definition))
+        return changes
+
+
+class _Context:
+    """Reads values for compiled rules from the engine's state at one instant."""
+
+    __slots__ = ("engine", "now")
+
+    def __init__(self, engine: Engine, now: int) -> None:
+        self.engine = engine
+        self.now = now
+
+    def vector(self, ref: FieldRef, rows: RowArray) -> ValueVector:
+        engine = self.engine
+        if ref.source == "trait":
+            return engine.table.trait_vector(ref.name, rows)
+        if ref.source == "time":
+            return engine.table.times(ref.name, rows)
+        if ref.source == "attribute":
+            spec = AggregateSpec.of_attribute(engine.attributes[ref.name])
+            return engine.aggregates[spec.key].vector(rows)
+        assert ref.aggregate is not None
+        return engine.aggregates[ref.aggregate.key].vector(rows)
+
+    def membership(self, segment_id: str, rows: RowArray) -> BoolArray:
+        member = self.engine._segments[segment_id].member
+        if len(rows) and int(rows.max()) >= len(member):
+            return np.isin(rows, np.flatnonzero(member))
+        return member[rows]
+
+
+def _invalid(event: Event) -> str | None:
+    if not isinstance(event.user_id, str) or not 1 <= len(event.user_id) <= 256:
+        return "userId must be a string of 1 to 256 characters"
+    if not isinstance(event.event_type, str) or not _EVENT_TYPE.fullmatch(event.event_type):
+        return "eventType must match [A-Za-z0-9_.:-]{1,64}"
+    if not isinstance(event.timestamp, int) or isinstance(event.timestamp, bool):
+        return "timestamp must be epoch milliseconds"
+    if not isinstance(event.properties, dict):
+        return "properties must be an object"
+    if event.traits is not None and not isinstance(event.traits, dict):
+        return "traits must be an object"
+    return None
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
