@@ -102,10 +102,12 @@ def strict_equal(a: object, b: object) -> bool:
     if fa != fb:
         return False
     if fa == "list":
-        assert isinstance(a, list | tuple) and isinstance(b, list | tuple)
+        assert isinstance(a, list | tuple)
+        assert isinstance(b, list | tuple)
         return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b, strict=True))
     if fa == "object":
-        assert isinstance(a, dict) and isinstance(b, dict)
+        assert isinstance(a, dict)
+        assert isinstance(b, dict)
         return a.keys() == b.keys() and all(strict_equal(a[k], b[k]) for k in a)
     return a == b
 

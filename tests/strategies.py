@@ -6,6 +6,7 @@ hold for some users and not others; a few values of the wrong type are mixed in.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from hypothesis import strategies as st
@@ -70,7 +71,7 @@ TRAIT_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "signupAt": st.sampled_from([*ISO_TIMES, "yesterday", 1_700_000_000_000, None]),
     "eventCount": st.sampled_from([5, "many", None]),
 }
-TRAIT_FIELDS = [*TRAIT_VALUES, "address.city", "address.zip", "address.city.name", "tags.0"]
+TRAIT_FIELDS = (*TRAIT_VALUES, "address.city", "address.zip", "address.city.name", "tags.0")
 
 PROPERTY_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "amount": st.sampled_from(
@@ -82,23 +83,14 @@ PROPERTY_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "qty": st.sampled_from([1, 2, 3, 2.0, "2", None]),
     "at": st.sampled_from([*ISO_TIMES, "soon", 5]),
 }
-PROPERTY_FIELDS = [*PROPERTY_VALUES, "item.sku", "item.price"]
+PROPERTY_FIELDS = (*PROPERTY_VALUES, "item.sku", "item.price")
 
 
-@st.composite
-def traits(draw: st.DrawFn) -> dict[str, Any] | None:
-    if draw(st.integers(0, 2)) == 0:
-        return None
-    keys = draw(st.lists(st.sampled_from(list(TRAIT_VALUES)), max_size=3, unique=True))
-    return {key: draw(TRAIT_VALUES[key]) for key in keys}
+traits = st.none() | st.fixed_dictionaries({}, optional=TRAIT_VALUES)
+properties = st.fixed_dictionaries({}, optional=PROPERTY_VALUES)
 
 
-@st.composite
-def properties(draw: st.DrawFn) -> dict[str, Any]:
-    keys = draw(st.lists(st.sampled_from(list(PROPERTY_VALUES)), max_size=4, unique=True))
-    return {key: draw(PROPERTY_VALUES[key]) for key in keys}
-
-
+@functools.cache
 def offsets(spread: int = 3 * HOUR) -> st.SearchStrategy[int]:
     """Event-time offsets from ``BASE``: aligned ones (bucket edges) and arbitrary ones."""
     return st.one_of(
@@ -108,29 +100,23 @@ def offsets(spread: int = 3 * HOUR) -> st.SearchStrategy[int]:
     )
 
 
-@st.composite
-def events(
-    draw: st.DrawFn, users: list[str], spread: int = 3 * HOUR, max_size: int = 40
-) -> list[dict[str, Any]]:
-    """Events (dicts with the ``Event`` keys) of users from ``users``, times around BASE."""
-    count = draw(st.integers(0, max_size))
-    out = []
-    for _ in range(count):
-        event_type = draw(st.sampled_from(EVENT_TYPES) | st.just("other"))
-        out.append(
-            {
-                "user_id": draw(st.sampled_from(users)),
-                "event_type": event_type,
-                "timestamp": BASE + draw(offsets(spread)),
-                "properties": draw(properties()),
-                "traits": draw(traits()),
-            }
-        )
-    return out
+@functools.cache
+def events(users: tuple[str, ...], spread: int = 3 * HOUR, max_size: int = 40) -> Any:
+    """Events (dicts with the ``Event`` keys) of ``users``, with times around ``BASE``."""
+    event = st.fixed_dictionaries(
+        {
+            "user_id": st.sampled_from(users),
+            "event_type": st.sampled_from((*EVENT_TYPES, "other")),
+            "timestamp": offsets(spread).map(lambda offset: BASE + offset),
+            "properties": properties,
+            "traits": traits,
+        }
+    )
+    return st.lists(event, max_size=max_size)
 
 
-def user_pools() -> st.SearchStrategy[list[str]]:
-    return st.integers(5, 30).map(lambda n: [f"u{i}" for i in range(n)])
+def user_pools() -> st.SearchStrategy[tuple[str, ...]]:
+    return st.integers(5, 30).map(lambda n: tuple(f"u{i}" for i in range(n)))
 
 
 def event_streams(spread: int = 3 * HOUR, max_size: int = 40) -> st.SearchStrategy[Any]:
@@ -141,7 +127,8 @@ def event_streams(spread: int = 3 * HOUR, max_size: int = 40) -> st.SearchStrate
 # -- rules --------------------------------------------------------------------------------
 
 
-def value_for(operator: str) -> st.SearchStrategy[Any]:
+@functools.cache
+def value_for(operator: str, relative_time: bool = True) -> st.SearchStrategy[Any]:
     """A value that fits ``operator`` (as the rule model requires), drawn from the pools."""
     if operator in ("eq", "neq"):
         return any_values
@@ -160,7 +147,7 @@ def value_for(operator: str) -> st.SearchStrategy[Any]:
     if operator == "within_last":
         return st.sampled_from(DURATIONS)
     if operator in ("before", "after"):
-        return st.sampled_from([*DURATIONS, *ISO_TIMES])
+        return st.sampled_from([*DURATIONS, *ISO_TIMES] if relative_time else ISO_TIMES)
     return st.none()
 
 
@@ -170,29 +157,35 @@ VALUE_OPERATORS = (
 )  # fmt: skip
 TIME_OPERATORS = ("before", "after", "within_last", "exists", "not_exists")
 COMPARE_OPERATORS = ("eq", "neq", "gt", "gte", "lt", "lte", "between")
+TIME_FIELDS = ("firstSeen", "lastSeen")
 
 
-@st.composite
-def leaf(
-    draw: st.DrawFn, fields: list[str], relative_time: bool = True, operators: Any = None
-) -> dict[str, Any]:
-    """An attribute condition on one of ``fields``."""
-    name = draw(st.sampled_from(fields))
-    if name in ("firstSeen", "lastSeen"):
-        operator = draw(st.sampled_from(TIME_OPERATORS))
-    else:
-        operator = draw(st.sampled_from(operators or (*VALUE_OPERATORS, "exists", "not_exists")))
-    if not relative_time and operator == "within_last":
-        operator = "after"
-    node: dict[str, Any] = {"field": name, "operator": operator}
-    if operator not in ("exists", "not_exists"):
-        value = draw(value_for(operator))
-        if not relative_time and operator in ("before", "after"):
-            value = draw(st.sampled_from(ISO_TIMES))
-        node["value"] = value
-    return node
+@functools.cache
+def _operator_and_value(operator: str, relative_time: bool) -> st.SearchStrategy[Any]:
+    if operator in ("exists", "not_exists"):
+        return st.just({"operator": operator})
+    return value_for(operator, relative_time).map(lambda v: {"operator": operator, "value": v})
 
 
+@functools.cache
+def _comparisons(time_field: bool, relative_time: bool) -> st.SearchStrategy[Any]:
+    operators = TIME_OPERATORS if time_field else (*VALUE_OPERATORS, "exists", "not_exists")
+    if not relative_time:
+        operators = tuple(op for op in operators if op != "within_last")
+    return st.one_of(*(_operator_and_value(op, relative_time) for op in operators))
+
+
+@functools.cache
+def leaf(fields: tuple[str, ...], relative_time: bool = True) -> st.SearchStrategy[Any]:
+    """An attribute condition on one of ``fields``; durations only if ``relative_time``."""
+    return st.sampled_from(fields).flatmap(
+        lambda name: _comparisons(name in TIME_FIELDS, relative_time).map(
+            lambda comparison: {"field": name, **comparison}
+        )
+    )
+
+
+@functools.cache
 def compare_spec(integers: bool) -> st.SearchStrategy[tuple[str, Any]]:
     values = st.integers(0, 4) if integers else st.sampled_from(NUMBERS)
     return st.sampled_from(COMPARE_OPERATORS).flatmap(
@@ -205,13 +198,11 @@ def compare_spec(integers: bool) -> st.SearchStrategy[tuple[str, Any]]:
 
 
 @st.composite
-def event_condition(
-    draw: st.DrawFn, windows: tuple[str, ...] = WINDOWS, relative_where: bool = False
+def _event_condition(
+    draw: st.DrawFn, windows: tuple[str, ...], relative_where: bool
 ) -> dict[str, Any]:
     node: dict[str, Any] = {"event": draw(st.sampled_from(EVENT_TYPES))}
-    where = draw(
-        st.lists(leaf(PROPERTY_FIELDS, relative_time=relative_where), max_size=2)
-    )
+    where = draw(st.lists(leaf(PROPERTY_FIELDS, relative_where), max_size=2))
     if where:
         node["where"] = where
     shape = draw(st.sampled_from(["exists", "count", "aggregate"]))
@@ -229,40 +220,50 @@ def event_condition(
     return node
 
 
-ATTRIBUTE_FIELDS = ["totalSpent", "purchaseCount", "eventCount", "firstSeen", "lastSeen"]
+@functools.cache
+def event_condition(
+    windows: tuple[str, ...] = WINDOWS, relative_where: bool = False
+) -> st.SearchStrategy[dict[str, Any]]:
+    """``{"event": ...}`` with optional where, count or aggregate, and window."""
+    return _event_condition(windows, relative_where)
 
 
-@st.composite
+ATTRIBUTE_FIELDS = ("totalSpent", "purchaseCount", "eventCount", "firstSeen", "lastSeen")
+
+
+@functools.cache
 def rule_documents(
-    draw: st.DrawFn,
-    earlier: list[str] | None = None,
-    attribute_names: list[str] | None = None,
+    references: tuple[str, ...] = (),
+    attribute_names: tuple[str, ...] = (),
     *,
     with_events: bool = True,
     relative_time: bool = True,
     windows: tuple[str, ...] = WINDOWS,
+    relative_where: bool = False,
     max_depth: int = 3,
-) -> dict[str, Any]:
-    """A rule document (JSON) whose references name only segments of ``earlier``."""
-    fields = [*TRAIT_FIELDS, *ATTRIBUTE_FIELDS, *(attribute_names or [])]
-    references = earlier or []
+) -> st.SearchStrategy[dict[str, Any]]:
+    """A rule document (JSON) whose segment references are among ``references``."""
+    fields = (*TRAIT_FIELDS, *ATTRIBUTE_FIELDS, *attribute_names)
+    leaves: list[st.SearchStrategy[dict[str, Any]]] = [leaf(fields, relative_time)]
+    if with_events:
+        leaves.append(event_condition(windows, relative_where))
+    if references:
+        leaves.append(
+            st.builds(
+                lambda s, op: {"segment": s, "operator": op},
+                st.sampled_from(references),
+                st.sampled_from(["in", "not_in"]),
+            )
+        )
 
     def condition(depth: int) -> st.SearchStrategy[dict[str, Any]]:
-        kinds: list[st.SearchStrategy[dict[str, Any]]] = [leaf(fields, relative_time)]
-        if with_events:
-            kinds.append(event_condition(windows))
-        if references:
-            kinds.append(
-                st.builds(
-                    lambda s, op: {"segment": s, "operator": op},
-                    st.sampled_from(references),
-                    st.sampled_from(["in", "not_in"]),
-                )
-            )
-        if depth < max_depth:
-            kinds.append(group(depth + 1))
-            kinds.append(condition(depth + 1).map(lambda c: {"not": c}))
-        return st.one_of(*kinds)
+        if depth >= max_depth:
+            return st.one_of(*leaves)
+        return st.one_of(
+            *leaves,
+            group(depth + 1),
+            st.deferred(lambda: condition(depth + 1)).map(lambda c: {"not": c}),
+        )
 
     def group(depth: int) -> st.SearchStrategy[dict[str, Any]]:
         return st.builds(
@@ -271,7 +272,7 @@ def rule_documents(
             st.lists(st.deferred(lambda: condition(depth)), min_size=1, max_size=3),
         )
 
-    return draw(group(1))
+    return group(1)
 
 
 @st.composite
@@ -282,7 +283,9 @@ def computed_attributes(
     out = []
     for index in range(draw(st.integers(0, 3))):
         aggregate = draw(
-            st.sampled_from(["count", "sum", "min", "max", "avg", "first", "last", "distinct_count"])
+            st.sampled_from(
+                ["count", "sum", "min", "max", "avg", "first", "last", "distinct_count"]
+            )
         )
         prop = None
         if aggregate != "count":
@@ -293,9 +296,7 @@ def computed_attributes(
                 event_type=draw(st.sampled_from([*EVENT_TYPES, "*"])),
                 aggregate=aggregate,
                 property=prop,
-                where=tuple(
-                    draw(st.lists(leaf(PROPERTY_FIELDS, relative_time=relative_where), max_size=1))
-                ),
+                where=tuple(draw(st.lists(leaf(PROPERTY_FIELDS, relative_where), max_size=1))),
                 within=draw(st.none() | st.sampled_from(windows)),
             )
         )
@@ -314,6 +315,7 @@ def segment_sets(
     with_events: bool = True,
     relative_time: bool = True,
     windows: tuple[str, ...] = WINDOWS,
+    relative_where: bool = False,
 ) -> list[tuple[str, str, Group]]:
     """Segments ``(id, name, rules)``; each may refer to the ones before it (id or name)."""
     out: list[tuple[str, str, Group]] = []
@@ -322,11 +324,12 @@ def segment_sets(
         segment_id = f"{prefix}{index}"
         document = draw(
             rule_documents(
-                known,
-                attribute_names,
+                tuple(known),
+                tuple(attribute_names or ()),
                 with_events=with_events,
                 relative_time=relative_time,
                 windows=windows,
+                relative_where=relative_where,
             )
         )
         out.append((segment_id, f"Segment {segment_id}", parse_rules(document)))

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from audience_manager.engine.columns import Column, RowArray, grow
-from audience_manager.engine.frames import EventFrame, numbers, property_values
+from audience_manager.engine.frames import EventFrame
 from audience_manager.rules.compiler import AggregateSpec, compile_where
 from audience_manager.rules.values import ValueVector
 
@@ -51,19 +51,19 @@ class Aggregate(ABC):
         self, rows: IntArray, frame: EventFrame, ts: IntArray, seq: IntArray, now: int
     ) -> RowArray:
         """Apply matching events (in arrival order); return the rows whose value changed."""
+        index = None
         if self.where:
             keep = frame.matches(self.where, now)
             if not keep.all():
                 index = np.flatnonzero(keep)
-                frame = EventFrame([frame.properties[i] for i in index.tolist()])
                 rows, ts, seq = rows[index], ts[index], seq[index]
         if len(rows) == 0:
             return _EMPTY
-        return self.update(rows, frame, ts, seq, now)
+        return self.update(rows, _Picked(frame, index), ts, seq, now)
 
     @abstractmethod
     def update(
-        self, rows: IntArray, frame: EventFrame, ts: IntArray, seq: IntArray, now: int
+        self, rows: IntArray, picked: _Picked, ts: IntArray, seq: IntArray, now: int
     ) -> RowArray: ...
 
     @abstractmethod
@@ -81,9 +81,28 @@ class Aggregate(ABC):
         """Drop what has left the window by ``now``; return the rows whose value changed."""
         return _EMPTY
 
-    def _values(self, frame: EventFrame) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    def _values(self, picked: _Picked) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
         assert self.spec.property is not None
-        return numbers(property_values(frame.properties, self.spec.property))
+        num, ok = picked.frame.numbers(self.spec.property)
+        if picked.index is None:
+            return num, ok
+        return num[picked.index], ok[picked.index]
+
+
+class _Picked:
+    """The events of a frame that passed an aggregate's ``where`` (all when index is None)."""
+
+    __slots__ = ("frame", "index")
+
+    def __init__(self, frame: EventFrame, index: IntArray | None) -> None:
+        self.frame = frame
+        self.index = index
+
+    def values(self, path: str) -> list[Any]:
+        values = self.frame.values(path)
+        if self.index is None:
+            return values
+        return [values[i] for i in self.index.tolist()]
 
 
 class _Totals(Aggregate):
@@ -107,20 +126,17 @@ class _Totals(Aggregate):
         self.erased: set[int] = set()
 
     def resize(self, capacity: int) -> None:
-        size = max(len(self.count), len(self.total))
-        if capacity > size:
-            size = max(capacity, 2 * size, 1024)
-            if self.counts:
-                self.count = grow(self.count, size)
-            if self.sums:
-                self.total = grow(self.total, size)
+        if self.counts:
+            self.count = grow(self.count, capacity)
+        if self.sums:
+            self.total = grow(self.total, capacity)
         self.capacity = capacity
 
     def update(
-        self, rows: IntArray, frame: EventFrame, ts: IntArray, seq: IntArray, now: int
+        self, rows: IntArray, picked: _Picked, ts: IntArray, seq: IntArray, now: int
     ) -> RowArray:
         if self.sums:
-            num, ok = self._values(frame)
+            num, ok = self._values(picked)
             rows, ts, amounts = rows[ok], ts[ok], np.round(num[ok] * SCALE)
         else:
             amounts = _NO_AMOUNTS
@@ -191,37 +207,90 @@ class _Totals(Aggregate):
 
 
 class _Extremes(Aggregate):
-    """min and max over all events (no window)."""
+    """min and max, optionally over a window.
+
+    Without a window the value only ever folds in new events. With one, each bucket keeps
+    its (row, value) pairs; when a bucket expires, the rows it touched are recomputed from
+    the buckets still live.
+    """
 
     def __init__(self, spec: AggregateSpec) -> None:
         super().__init__(spec)
         self.value = np.zeros(0, dtype=np.float64)
-        self.ufunc = np.fmin if spec.aggregate == "min" else np.fmax
+        self.present = np.zeros(0, dtype=np.bool_)
+        self.ufunc = np.minimum if spec.aggregate == "min" else np.maximum
+        self.window = spec.within_ms or 0
+        self.width = bucket_width(self.window) if self.window else 0
+        self.buckets: dict[int, list[tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]]] = {}
+        self.heap: list[int] = []
 
     def resize(self, capacity: int) -> None:
-        if capacity > len(self.value):
-            self.value = grow(self.value, max(capacity, 2 * len(self.value), 1024), np.nan)
+        self.value = grow(self.value, capacity)
+        self.present = grow(self.present, capacity)
         self.capacity = capacity
 
     def update(
-        self, rows: IntArray, frame: EventFrame, ts: IntArray, seq: IntArray, now: int
+        self, rows: IntArray, picked: _Picked, ts: IntArray, seq: IntArray, now: int
     ) -> RowArray:
-        num, ok = self._values(frame)
-        rows = rows[ok]
-        self.ufunc.at(self.value, rows, num[ok])
+        num, ok = self._values(picked)
+        rows, num, ts = rows[ok], num[ok], ts[ok]
+        if self.window:
+            bucket = ts // self.width
+            live = (bucket + 1) * self.width + self.window > now
+            rows, num, bucket = rows[live], num[live], bucket[live]
+            for b in np.unique(bucket).tolist():
+                mask = bucket == b
+                entries = self.buckets.get(b)
+                if entries is None:
+                    entries = self.buckets[b] = []
+                    heapq.heappush(self.heap, b)
+                entries.append((rows[mask].astype(np.int32), num[mask]))
+        self._fold(rows, num)
         return np.unique(rows)
 
+    def _fold(self, rows: IntArray, num: npt.NDArray[np.float64]) -> None:
+        fresh = ~self.present[rows]
+        if fresh.any():
+            # A user's first value replaces the zero placeholder.
+            first = np.unique(rows[fresh], return_index=True)[1]
+            self.value[rows[fresh][first]] = num[fresh][first]
+            self.present[rows[fresh]] = True
+        self.ufunc.at(self.value, rows, num)
+
+    def expire(self, now: int) -> RowArray:
+        if not self.window:
+            return _EMPTY
+        gone: list[npt.NDArray[np.int32]] = []
+        while self.heap and (self.heap[0] + 1) * self.width + self.window <= now:
+            gone.extend(rows for rows, _ in self.buckets.pop(heapq.heappop(self.heap)))
+        if not gone:
+            return _EMPTY
+        touched = np.unique(np.concatenate(gone)).astype(np.int64)
+        self.value[touched] = 0.0
+        self.present[touched] = False
+        for b in sorted(self.buckets):
+            for rows32, num in self.buckets[b]:
+                mask = np.isin(rows32, touched)
+                if mask.any():
+                    self._fold(rows32[mask].astype(np.int64), num[mask])
+        return touched
+
     def vector(self, rows: RowArray) -> ValueVector:
-        value = self.value[rows]
-        return ValueVector.numbers(value, ~np.isnan(value))
+        return ValueVector.numbers(self.value[rows], self.present[rows])
 
     def clear(self, row: int) -> None:
         if row < len(self.value):
-            self.value[row] = np.nan
+            self.value[row] = 0.0
+            self.present[row] = False
+        for entries in self.buckets.values():
+            for index, (rows32, num) in enumerate(entries):
+                if (rows32 == row).any():
+                    keep = rows32 != row
+                    entries[index] = (rows32[keep], num[keep])
 
 
 class _Partials(Aggregate):
-    """Aggregates kept as per-user partials: first, last, distinct_count, windowed min/max.
+    """Aggregates kept as per-user partials: first, last and distinct_count.
 
     Without a window every event folds into one partial per user; with one, each bucket
     has its partial and the value is recomputed from the live buckets.
@@ -242,10 +311,10 @@ class _Partials(Aggregate):
         self.capacity = capacity
 
     def update(
-        self, rows: IntArray, frame: EventFrame, ts: IntArray, seq: IntArray, now: int
+        self, rows: IntArray, picked: _Picked, ts: IntArray, seq: IntArray, now: int
     ) -> RowArray:
         assert self.spec.property is not None
-        values = property_values(frame.properties, self.spec.property)
+        values = picked.values(self.spec.property)
         touched: set[int] = set()
         for row, value, t, s in zip(rows.tolist(), values, ts.tolist(), seq.tolist(), strict=True):
             partial = _partial(self.kind, value, t, s)
@@ -358,6 +427,6 @@ def create_aggregate(spec: AggregateSpec) -> Aggregate:
     """The implementation that keeps ``spec``."""
     if spec.aggregate in ("count", "sum", "avg"):
         return _Totals(spec)
-    if spec.aggregate in ("min", "max") and spec.within_ms is None:
+    if spec.aggregate in ("min", "max"):
         return _Extremes(spec)
     return _Partials(spec)

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 
 from audience_manager.engine.aggregates import Aggregate, create_aggregate
-from audience_manager.engine.columns import RowArray, grow
+from audience_manager.engine.columns import BitColumn, RowArray
 from audience_manager.engine.events import Event
 from audience_manager.engine.frames import EventFrame
 from audience_manager.engine.profiles import ProfileTable
-from audience_manager.engine.timers import TimerWheel
+from audience_manager.engine.timers import DueTimes
 from audience_manager.engine.types import (
     ApplyResult,
     MembershipChange,
@@ -39,8 +39,7 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 class _Segment:
     definition: SegmentDefinition
     compiled: CompiledRule | None
-    member: BoolArray
-    timers: TimerWheel | None
+    member: BitColumn
 
 
 class Engine:
@@ -68,6 +67,7 @@ class Engine:
         self._index = DependencyIndex()
         self._seq = 0
         self._event_types: set[str] = set()  # event types already checked valid
+        self._due = DueTimes()  # rows whose membership time alone may change
         for attribute in self.attributes.values():
             self._own(AggregateSpec.of_attribute(attribute), "attribute:" + attribute.name)
         for attribute in attributes:
@@ -108,9 +108,8 @@ class Engine:
         if old is not None:
             self._names.pop(old.definition.name, None)
         self._disown("segment:" + definition.id)
-        member = old.member if old is not None else np.zeros(self.ids.capacity, np.bool_)
-        timers = TimerWheel() if compiled is not None and compiled.relative else None
-        self._segments[definition.id] = _Segment(definition, compiled, member, timers)
+        member = old.member if old is not None else BitColumn()
+        self._segments[definition.id] = _Segment(definition, compiled, member)
         self._names[definition.name] = definition.id
         self.membership.ensure_segment(definition.id)
         if compiled is not None:
@@ -146,13 +145,19 @@ class Engine:
         segment = self._segments[segment_id]
         if segment.compiled is not None:
             raise ValueError("members can only be set on a STATIC segment")
+        first_new = self.ids.capacity
         rows = self._intern(user_ids)
-        target = segment.member.copy()
+        current = segment.member.rows()
         if mode == "replace":
-            target[:] = False
-        target[rows] = mode != "remove"
-        changed = np.flatnonzero(target != segment.member).astype(np.int64)
-        return self._commit(segment_id, changed, target[changed], self.now)[0]
+            candidates = np.union1d(current, rows)
+            held = np.isin(candidates, rows)
+        else:
+            candidates = np.unique(rows)
+            held = np.full(len(candidates), mode != "remove")
+        changes, changed = self._commit(segment_id, candidates, held, self.now)
+        touched = {"segment:" + segment_id: changed} if len(changed) else {}
+        fresh = rows[rows >= first_new]
+        return changes + self._reevaluate(touched, self._everywhere(fresh), self.now)
 
     # -- events and time --------------------------------------------------------------
 
@@ -160,36 +165,12 @@ class Engine:
         """Apply a batch of events in arrival order; time first catches up with the clock."""
         now = self._tick()
         result = ApplyResult(changes=self._advance(now))
-        accepted: list[Event] = []
-        user_ids: list[str] = []
-        stamps: list[int] = []
-        known = self._event_types
-        for index, event in enumerate(events):
-            user_id, stamp, traits = event.user_id, event.timestamp, event.traits
-            if (
-                user_id.__class__ is str
-                and 0 < len(user_id) <= 256
-                and event.event_type in known
-                and stamp.__class__ is int
-                and event.properties.__class__ is dict
-                and (traits is None or traits.__class__ is dict)
-            ):
-                ok = True
-            else:
-                reason = _invalid(event)
-                ok = reason is None
-                if ok and len(known) < 100_000:
-                    known.add(event.event_type)
-                elif reason is not None:
-                    result.rejected.append(Rejection(index, reason))
-            if ok:
-                accepted.append(event)
-                user_ids.append(user_id)
-                stamps.append(stamp)
+        accepted = self._accept(events, result)
         if not accepted:
             return result
-        rows = self._intern(user_ids)
-        ts = np.asarray(stamps, dtype=np.int64)
+        first_new = self.ids.capacity
+        rows = self._intern([e.user_id for e in accepted])
+        ts = np.fromiter([e.timestamp for e in accepted], dtype=np.int64, count=len(accepted))
         seq = np.arange(self._seq, self._seq + len(accepted), dtype=np.int64)
         self._seq += len(accepted)
         unique = np.unique(rows)
@@ -197,9 +178,26 @@ class Engine:
         self.table.see(rows, ts)
         self._apply_traits(accepted, rows, ts, touched)
         self._apply_aggregates(accepted, rows, ts, seq, now, touched)
-        result.changes.extend(self._reevaluate(touched, {}, now))
+        fresh = np.arange(first_new, self.ids.capacity, dtype=np.int64)
+        result.changes.extend(self._reevaluate(touched, self._everywhere(fresh), now))
         result.profiles = self.ids.user_ids(unique)
         return result
+
+    def _accept(self, events: Sequence[Event], result: ApplyResult) -> list[Event]:
+        """The valid events of a batch; the others are recorded as rejected."""
+        known = self._event_types
+        if _plainly_valid(events, known):
+            return list(events)  # the common case: checked as a batch
+        accepted = []
+        for index, event in enumerate(events):
+            reason = _invalid(event)
+            if reason is None:
+                accepted.append(event)
+                if len(known) < 100_000:
+                    known.add(event.event_type)
+            else:
+                result.rejected.append(Rejection(index, reason))
+        return accepted
 
     def advance(self, now: int | None = None) -> list[MembershipChange]:
         """Apply what time alone changes up to ``now`` (default: the clock)."""
@@ -216,11 +214,11 @@ class Engine:
             if len(rows):
                 self._mark(touched, key, rows)
         extra = {}
-        for segment_id, segment in self._segments.items():
-            if segment.timers is not None:
-                rows = segment.timers.pop_due(now)
-                if len(rows):
-                    extra[segment_id] = rows
+        due = self._due.pop_due(now)
+        if len(due):
+            for segment_id, segment in self._segments.items():
+                if segment.compiled is not None and segment.compiled.relative:
+                    extra[segment_id] = due
         if not touched and not extra:
             return []
         return self._reevaluate(touched, extra, now)
@@ -252,21 +250,26 @@ class Engine:
         now: int,
         touched: dict[str, RowArray],
     ) -> None:
-        by_type: dict[str, list[int]] = {}
+        by_type: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
         for index, event in enumerate(events):
-            by_type.setdefault(event.event_type, []).append(index)
+            group = by_type.get(event.event_type)
+            if group is None:
+                group = by_type[event.event_type] = ([], [])
+            group[0].append(index)
+            group[1].append(event.properties)
         frames: dict[str, tuple[RowArray, EventFrame]] = {}
-        everything = np.arange(len(events), dtype=np.int64)
         for key, aggregate in self.aggregates.items():
             event_type = aggregate.spec.event_type
             if event_type != "*" and event_type not in by_type:
                 continue
             cached = frames.get(event_type)
             if cached is None:
-                positions = (
-                    everything if event_type == "*" else np.asarray(by_type[event_type], np.int64)
-                )
-                frame = EventFrame([events[i].properties for i in positions.tolist()])
+                if event_type == "*":
+                    positions = np.arange(len(events), dtype=np.int64)
+                    frame = EventFrame([e.properties for e in events])
+                else:
+                    indexes, properties = by_type[event_type]
+                    positions, frame = np.asarray(indexes, np.int64), EventFrame(properties)
                 cached = frames[event_type] = (positions, frame)
             positions, frame = cached
             changed = aggregate.feed(rows[positions], frame, ts[positions], seq[positions], now)
@@ -305,22 +308,20 @@ class Engine:
             changes.extend(new_changes)
             if len(changed):
                 touched["segment:" + segment_id] = changed
-            if segment.timers is not None:
-                segment.timers.schedule(rows, segment.compiled.next_change(context, rows))
+            if segment.compiled.relative:
+                self._due.schedule(rows, segment.compiled.next_change(context, rows))
         return changes
 
     def _commit(
         self, segment_id: str, rows: RowArray, held: BoolArray, now: int
     ) -> tuple[list[MembershipChange], RowArray]:
         segment = self._segments[segment_id]
-        if len(segment.member) < self.ids.capacity:
-            segment.member = grow(segment.member, max(self.ids.capacity, 2 * len(segment.member)))
-        was = segment.member[rows]
+        was = segment.member.get(rows)
         enter, leave = rows[held & ~was], rows[was & ~held]
         if not len(enter) and not len(leave):
             return [], _EMPTY
-        segment.member[enter] = True
-        segment.member[leave] = False
+        segment.member.set(enter, True)
+        segment.member.set(leave, False)
         self.membership.enter(segment_id, enter)
         self.membership.exit(segment_id, leave)
         changes = [
@@ -370,7 +371,7 @@ class Engine:
         if row is None:
             raise KeyError(user_id)
         if segment.compiled is None:
-            member = bool(row < len(segment.member) and segment.member[row])
+            member = bool(segment.member.get(np.array([row], dtype=np.int64))[0])
             return Explanation(segment.definition.id, user_id, member, member, None)
         return explain(
             segment.compiled, _Context(self, self.now), segment.definition.id, user_id, row
@@ -385,8 +386,8 @@ class Engine:
             MembershipChange(s, user_id, "exit", self.now) for s in self.membership.segments_of(row)
         ]
         for segment in self._segments.values():
-            if row < len(segment.member):
-                segment.member[row] = False
+            segment.member.set(np.array([row], dtype=np.int64), False)
+        self._due.clear(row)
         self.membership.remove_user(row)
         self.table.clear(row)
         for aggregate in self.aggregates.values():
@@ -406,6 +407,12 @@ class Engine:
                 aggregate.resize(capacity)
             self.membership.add_users(np.arange(before, capacity, dtype=np.int64))
         return rows
+
+    def _everywhere(self, rows: RowArray) -> dict[str, RowArray]:
+        """``rows`` to evaluate in every rule-based segment (users never evaluated yet)."""
+        if len(rows) == 0:
+            return {}
+        return {k: rows for k, s in self._segments.items() if s.compiled is not None}
 
     def _all_rows(self) -> RowArray:
         return np.asarray(self.membership.universe.to_array(), dtype=np.int64)
@@ -472,10 +479,20 @@ class _Context:
         return engine.aggregates[ref.aggregate.key].vector(rows)
 
     def membership(self, segment_id: str, rows: RowArray) -> BoolArray:
-        member = self.engine._segments[segment_id].member
-        if len(rows) and int(rows.max()) >= len(member):
-            return np.isin(rows, np.flatnonzero(member))
-        return member[rows]
+        return self.engine._segments[segment_id].member.get(rows)
+
+
+def _plainly_valid(events: Sequence[Event], known: set[str]) -> bool:
+    """True when every event has a known type, a sane user id and time (fast, batch-wide)."""
+    try:
+        return (
+            {e.event_type for e in events} <= known
+            and all(0 < n <= 256 for n in map(len, [e.user_id for e in events]))
+            and min([e.timestamp for e in events], default=0) >= 0
+            and all(e.user_id.__class__ is str for e in events)
+        )
+    except TypeError:  # an unhashable type, a user id without a length, ...
+        return False
 
 
 def _invalid(event: Event) -> str | None:
@@ -485,6 +502,8 @@ def _invalid(event: Event) -> str | None:
         return "eventType must match [A-Za-z0-9_.:-]{1,64}"
     if not isinstance(event.timestamp, int) or isinstance(event.timestamp, bool):
         return "timestamp must be epoch milliseconds"
+    if event.timestamp < 0:
+        return "timestamp must not be before 1970"
     if not isinstance(event.properties, dict):
         return "properties must be an object"
     if event.traits is not None and not isinstance(event.traits, dict):

@@ -42,22 +42,37 @@ def numbers(values: list[Any]) -> tuple[npt.NDArray[np.float64], BoolArray]:
 
 
 class EventFrame:
-    """Properties of some events of one batch, with per-path vectors built once."""
+    """Properties of the events of one type in a batch, with per-path columns built once."""
 
     def __init__(self, properties: list[dict[str, Any]]) -> None:
         self.properties = properties
+        self._values: dict[str, list[Any]] = {}
         self._vectors: dict[str, ValueVector] = {}
+        self._numbers: dict[str, tuple[npt.NDArray[np.float64], BoolArray]] = {}
 
     def __len__(self) -> int:
         return len(self.properties)
 
+    def values(self, path: str) -> list[Any]:
+        """The property at ``path`` for every event (None where absent)."""
+        values = self._values.get(path)
+        if values is None:
+            values = self._values[path] = property_values(self.properties, path)
+        return values
+
     def vector(self, path: str) -> ValueVector:
-        """The property at ``path`` for every event of the frame."""
+        """The property at ``path`` for every event, as a typed vector."""
         vector = self._vectors.get(path)
         if vector is None:
-            vector = ValueVector.from_values(property_values(self.properties, path))
-            self._vectors[path] = vector
+            vector = self._vectors[path] = ValueVector.from_values(self.values(path))
         return vector
+
+    def numbers(self, path: str) -> tuple[npt.NDArray[np.float64], BoolArray]:
+        """The numeric values at ``path`` and which events have one."""
+        found = self._numbers.get(path)
+        if found is None:
+            found = self._numbers[path] = numbers(self.values(path))
+        return found
 
     def matches(self, where: list[tuple[str, Predicate]], now: int) -> BoolArray:
         """Which events satisfy every ``where`` condition."""

@@ -11,8 +11,9 @@ from audience_manager.rules.values import MISSING, OTHER, ValueVector
 
 __all__ = ["ProfileTable"]
 
-_UNSEEN_FIRST = np.iinfo(np.int64).max
-_UNSEEN_LAST = np.iinfo(np.int64).min
+# Both times are stored so that 0 means "never seen" and a larger value is the newer
+# (last) or older (first) time: last as ``t + 1``, first as ``_FIRST - t``.
+_FIRST = np.iinfo(np.int64).max
 
 
 class ProfileTable:
@@ -35,29 +36,13 @@ class ProfileTable:
         if capacity <= self.capacity:
             return
         self.capacity = capacity
-        if capacity > len(self.first_seen):
-            size = max(capacity, 2 * len(self.first_seen), 1024)
-            self.first_seen = grow(self.first_seen, size, _UNSEEN_FIRST)
-            self.last_seen = grow(self.last_seen, size, _UNSEEN_LAST)
+        self.first_seen = grow(self.first_seen, capacity)
+        self.last_seen = grow(self.last_seen, capacity)
 
     def see(self, rows: RowArray, ts: RowArray) -> None:
         """Record event times for first/last seen."""
-        np.minimum.at(self.first_seen, rows, ts)
-        np.maximum.at(self.last_seen, rows, ts)
-
-    def set_trait(self, row: int, key: str, value: Any, at: int) -> bool:
-        """Set a trait unless a newer write exists; None removes it. True if applied."""
-        column = self.traits.get(key)
-        if column is None:
-            column = self.traits[key] = Column(self.capacity)
-        column.resize(row + 1)
-        if at < column.written[row]:
-            return False
-        column.written[row] = at
-        column.set(row, value)
-        for path in self._derived_by_root.get(key, ()):
-            self.derived[path].set(row, _descend(value, path))
-        return True
+        np.maximum.at(self.first_seen, rows, _FIRST - ts)
+        np.maximum.at(self.last_seen, rows, ts + 1)
 
     def set_traits(self, key: str, rows: RowArray, values: list[Any], at: RowArray) -> RowArray:
         """Set one trait for many rows (arrival order); return the rows that changed.
@@ -75,12 +60,12 @@ class ProfileTable:
             pick = order[last]
         else:
             pick = np.arange(len(rows))
-        pick = pick[at[pick] >= column.written[rows[pick]]]
+        pick = pick[at[pick] + 1 >= column.written[rows[pick]]]
         if len(pick) == 0:
             return pick
         winners = rows[pick]
         chosen = [values[i] for i in pick.tolist()]
-        column.written[winners] = at[pick]
+        column.written[winners] = at[pick] + 1
         column.set_many(winners, chosen)
         for path in self._derived_by_root.get(key, ()):
             derived = self.derived[path]
@@ -109,25 +94,23 @@ class ProfileTable:
 
     def times(self, name: str, rows: RowArray) -> ValueVector:
         """``firstSeen`` or ``lastSeen`` of ``rows`` (missing for users never seen)."""
-        if name == "firstSeen":
-            ms = self.first_seen[rows]
-            return ValueVector.times(ms.astype(np.float64), ms != _UNSEEN_FIRST)
-        ms = self.last_seen[rows]
-        return ValueVector.times(ms.astype(np.float64), ms != _UNSEEN_LAST)
+        stored = self.first_seen[rows] if name == "firstSeen" else self.last_seen[rows]
+        ms = _FIRST - stored if name == "firstSeen" else stored - 1
+        return ValueVector.times(ms.astype(np.float64), stored != 0)
 
     def seen(self, row: int) -> tuple[int | None, int | None]:
         """(firstSeen, lastSeen) of a user, epoch ms."""
-        if row >= len(self.first_seen) or self.first_seen[row] == _UNSEEN_FIRST:
+        if row >= len(self.last_seen) or self.last_seen[row] == 0:
             return None, None
-        return int(self.first_seen[row]), int(self.last_seen[row])
+        return int(_FIRST - self.first_seen[row]), int(self.last_seen[row] - 1)
 
     def clear(self, row: int) -> None:
         """Erase every trait and time of a user."""
         for column in (*self.traits.values(), *self.derived.values()):
             column.clear(row)
         if row < len(self.first_seen):
-            self.first_seen[row] = _UNSEEN_FIRST
-            self.last_seen[row] = _UNSEEN_LAST
+            self.first_seen[row] = 0
+            self.last_seen[row] = 0
 
     def _derived(self, path: str) -> Column:
         column = self.derived.get(path)

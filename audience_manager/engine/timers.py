@@ -1,55 +1,55 @@
-"""Re-evaluation timers for rules whose truth changes as time passes."""
+"""Re-evaluation times for rules whose truth changes as time passes."""
 
 from __future__ import annotations
-
-import heapq
 
 import numpy as np
 import numpy.typing as npt
 
-from audience_manager.engine.columns import RowArray
+from audience_manager.engine.columns import RowArray, grow
 
-__all__ = ["TimerWheel"]
+__all__ = ["DueTimes"]
 
+_NEVER = np.iinfo(np.int64).max
 _EMPTY = np.zeros(0, dtype=np.int64)
 
 
-class TimerWheel:
-    """Rows due for re-evaluation, in slots of ``granularity`` ms.
+class DueTimes:
+    """When each row must next be re-evaluated: the earliest time any rule asked for.
 
-    A slot fires once the clock reaches its start; rows in it that are not due yet are
-    re-evaluated (unchanged) and scheduled again, so results are exact at any instant.
+    Memory stays at eight bytes per user however many events arrive; the earliest due time
+    is tracked so that a clock tick with nothing due costs nothing. Stored as ``due + 1``
+    with 0 meaning "not scheduled", so unused headroom is never resident.
     """
 
-    def __init__(self, granularity: int = 1000) -> None:
-        self.granularity = granularity
-        self.slots: dict[int, list[RowArray]] = {}
-        self.heap: list[int] = []
+    def __init__(self) -> None:
+        self.due = np.zeros(0, dtype=np.int64)
+        self.earliest = _NEVER
 
     def schedule(self, rows: RowArray, due: npt.NDArray[np.float64]) -> None:
-        """Re-evaluate each row at its ``due`` instant (``inf``: never)."""
+        """Re-evaluate each row by its ``due`` instant (``inf``: never); earlier times win."""
+        if len(rows) == 0:
+            return
         finite = np.isfinite(due)
         if not finite.any():
             return
-        rows, slot = rows[finite], (due[finite] // self.granularity).astype(np.int64)
-        order = np.argsort(slot, kind="stable")
-        rows, slot = rows[order], slot[order]
-        starts = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1]])
-        ends = np.r_[starts[1:], len(slot)]
-        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            key = int(slot[start])
-            bucket = self.slots.get(key)
-            if bucket is None:
-                bucket = self.slots[key] = []
-                heapq.heappush(self.heap, key)
-            bucket.append(rows[start:end])
+        rows = rows[finite]
+        ms = np.ceil(due[finite]).astype(np.int64) + 1
+        self.due = grow(self.due, int(rows.max()) + 1)
+        current = self.due[rows]
+        self.due[rows] = np.where((current == 0) | (ms < current), ms, current)
+        self.earliest = min(self.earliest, int(ms.min()) - 1)
 
     def pop_due(self, now: int) -> RowArray:
-        """Rows of every slot that has started by ``now``."""
-        due: list[RowArray] = []
-        while self.heap and self.heap[0] * self.granularity <= now:
-            due.extend(self.slots.pop(heapq.heappop(self.heap)))
-        return np.unique(np.concatenate(due)) if due else _EMPTY
+        """Rows due by ``now``; they are unscheduled until a rule schedules them again."""
+        if now < self.earliest:
+            return _EMPTY
+        scheduled = self.due != 0
+        rows = np.flatnonzero(scheduled & (self.due <= now + 1)).astype(np.int64)
+        self.due[rows] = 0
+        scheduled[rows] = False
+        self.earliest = int(self.due[scheduled].min()) - 1 if scheduled.any() else _NEVER
+        return rows
 
-    def __len__(self) -> int:
-        return sum(len(r) for rows in self.slots.values() for r in rows)
+    def clear(self, row: int) -> None:
+        if row < len(self.due):
+            self.due[row] = 0

@@ -31,6 +31,7 @@ from audience_manager.rules.model import (
     AttributeCondition,
     check_dotted_path,
     check_event_type,
+    check_where,
     check_window,
 )
 from audience_manager.rules.timeparse import parse_duration_ms
@@ -77,6 +78,7 @@ class ComputedAttribute(BaseModel):
     description: str = ""
 
     _check_within = field_validator("within")(check_window)
+    _check_where = field_validator("where")(check_where)
 
     @field_validator("name")
     @classmethod

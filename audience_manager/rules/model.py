@@ -288,6 +288,24 @@ class CountSpec(_Frozen):
         return _validate_compare_value(info.data.get("operator"), value, handler)
 
 
+def check_where(conditions: tuple[AttributeCondition, ...]) -> tuple[AttributeCondition, ...]:
+    """Reject clock-relative filters: a ``where`` is decided once, when the event arrives.
+
+    ``within_last`` and ``before``/``after`` a duration would need every past event kept to
+    be re-decided as time passes; a window on the event itself (``within``) says the same.
+    """
+    for index, condition in enumerate(conditions):
+        if condition.operator == "within_last" or (
+            condition.operator in ("before", "after") and condition.duration_ms is not None
+        ):
+            raise ValueError(
+                f"condition {index} uses {condition.operator} with a duration, but a where "
+                "filter is decided when the event arrives; use the within window of the "
+                "event condition, or an ISO-8601 instant"
+            )
+    return conditions
+
+
 class EventCondition(_Frozen):
     """Behaviour: events of one type, filtered by ``where``, counted or aggregated.
 
@@ -305,6 +323,7 @@ class EventCondition(_Frozen):
 
     _check_event = field_validator("event")(check_event_type)
     _check_within = field_validator("within")(check_window)
+    _check_where = field_validator("where")(check_where)
 
     @field_validator("aggregate")
     @classmethod

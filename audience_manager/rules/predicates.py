@@ -54,7 +54,16 @@ def _number(value: Any) -> bool:
 class Predicate:
     """One attribute operator with its operand, evaluated over many rows at once."""
 
-    __slots__ = ("_exact", "_key", "_scalar", "duration_ms", "instant_ms", "operator", "relative", "value")
+    __slots__ = (
+        "_exact",
+        "_key",
+        "_scalar",
+        "duration_ms",
+        "instant_ms",
+        "operator",
+        "relative",
+        "value",
+    )
 
     def __init__(self, condition: AttributeCondition) -> None:
         self.operator: str = condition.operator

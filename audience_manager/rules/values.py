@@ -9,6 +9,7 @@ kinds they apply to and fall back to the scalar semantics for ``OTHER`` rows onl
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable
 from typing import Any, Final
 
@@ -116,6 +117,18 @@ class StringDictionary:
             self.strings.append(value)
         return code
 
+    def codes(self, values: list[str | None]) -> npt.NDArray[np.int32]:
+        """Codes of strings (assigning new ones), -1 for None; a tight loop over a dict."""
+        index = self.index
+        before = len(index)
+        setdefault = index.setdefault
+        # len(index) is read before the insert, so a new string gets the next code.
+        codes = [-1 if v is None else setdefault(v, len(index)) for v in values]
+        added = len(index) - before
+        if added:
+            self.strings.extend(list(itertools.islice(reversed(index), added))[::-1])
+        return np.asarray(codes, dtype=np.int32)
+
     def mask(self, key: Hashable, predicate: Callable[[str], bool]) -> BoolArray:
         """``predicate`` over every distinct string, indexable by code."""
         cached = self._bool_cache.get(key)
@@ -188,22 +201,47 @@ class ValueVector:
     @classmethod
     def from_values(cls, values: list[Any], strings: StringDictionary | None = None) -> ValueVector:
         """Build a vector from Python values (None = missing)."""
-        n = len(values)
-        kind = np.zeros(n, dtype=np.uint8)
-        num = np.zeros(n, dtype=np.float64)
-        code = np.zeros(n, dtype=np.int32)
         dictionary = strings if strings is not None else StringDictionary()
+        classes = set(map(type, values))
+        if classes <= _STRINGS:
+            codes = dictionary.codes(values)
+            kind = np.where(codes >= 0, np.uint8(STR), np.uint8(MISSING)).astype(np.uint8)
+            return cls(kind, np.zeros(len(values)), np.maximum(codes, 0), dictionary, {})
+        if classes <= _NUMBERS:
+            num = np.asarray(values, dtype=np.float64)
+            # Strictly below: 2**53 + 1 rounds to 2**53 and must take the exact path.
+            if not len(num) or np.abs(num).max() < _EXACT_INT:
+                kind = np.full(len(values), NUM, dtype=np.uint8)
+                return cls(kind, num, np.zeros(len(values), np.int32), dictionary, {})
+        code_of = dictionary.code
+        kinds: list[int] = []
+        nums: list[float] = []
+        codes: list[int] = []
         other: dict[int, Any] = {}
         for i, value in enumerate(values):
-            k, x = classify(value)
-            kind[i] = k
-            if k == STR:
-                code[i] = dictionary.code(value)
-            elif k == OTHER:
-                other[i] = value
+            c = value.__class__
+            if c is str:
+                kinds.append(STR)
+                nums.append(0.0)
+                codes.append(code_of(value))
+            elif c is float or (c is int and -_EXACT_INT <= value <= _EXACT_INT):
+                kinds.append(NUM)
+                nums.append(value)
+                codes.append(0)
             else:
-                num[i] = x
-        return cls(kind, num, code, dictionary, other)
+                k, x = classify(value)
+                kinds.append(k)
+                nums.append(x)
+                codes.append(0)
+                if k == OTHER:
+                    other[i] = value
+        return cls(
+            np.asarray(kinds, dtype=np.uint8),
+            np.asarray(nums, dtype=np.float64),
+            np.asarray(codes, dtype=np.int32),
+            dictionary,
+            other,
+        )
 
     @classmethod
     def numbers(cls, num: npt.NDArray[np.float64], present: BoolArray | None = None) -> ValueVector:
@@ -214,7 +252,7 @@ class ValueVector:
         return cls(
             kind,
             num,
-            _EMPTY_CODES[:0] if len(num) == 0 else np.zeros(len(num), np.int32),
+            np.zeros(len(num), np.int32),
             _EMPTY_DICTIONARY,
             {},
         )
@@ -226,5 +264,6 @@ class ValueVector:
         return cls(kind, ms, np.zeros(len(ms), np.int32), _EMPTY_DICTIONARY, {})
 
 
-_EMPTY_CODES: Final = np.zeros(0, dtype=np.int32)
 _EMPTY_DICTIONARY: Final = StringDictionary()
+_STRINGS: Final = frozenset({str, type(None)})
+_NUMBERS: Final = frozenset({int, float})

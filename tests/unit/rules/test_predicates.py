@@ -32,6 +32,9 @@ POOL: dict[str, Any] = {
     "int 2**53": 2**53,
     "int 2**53+1": 2**53 + 1,
     "int -(2**53+1)": -(2**53 + 1),
+    "float 1e20": 1e20,  # exactly 10**20
+    "int 10**20": 10**20,
+    "int 10**20+1": 10**20 + 1,
     "true": True,
     "false": False,
     "str '30'": "30",
@@ -77,6 +80,8 @@ DIGIT_STRINGS = ISO | {"str '30'", "str '1'", "str '20240309'", "str '2024-13-45
 LISTS = labels("list ")
 OBJECTS = labels("object ")
 PRESENT = frozenset(LABELS) - {"missing"}
+BEYOND_2_60 = frozenset({"float 1e20", "int 10**20", "int 10**20+1"})
+TEN_TO_20 = {"float 1e20", "int 10**20"}
 
 Row = tuple[str, Any, frozenset[str]]
 
@@ -121,7 +126,9 @@ def check(
 ) -> None:
     got = evaluation(predicate(operator, operand))
     wrong = {
-        label: result for label, result in zip(LABELS, got, strict=True) if result != (label in holds)
+        label: result
+        for label, result in zip(LABELS, got, strict=True)
+        if result != (label in holds)
     }
     assert wrong == {}, f"{operator} {operand!r}: rows giving the wrong result: {wrong}"
 
@@ -143,6 +150,9 @@ EQUALITY = [
     row("eq", {}, {"object {}"}),
     row("eq", 2**53, {"int 2**53"}),
     row("eq", 2**53 + 1, {"int 2**53+1"}),
+    row("eq", 10**20, TEN_TO_20),
+    row("eq", 1e20, TEN_TO_20),
+    row("eq", 10**20 + 1, {"int 10**20+1"}),
     row("neq", 30, NUMBERS - {"int 30", "float 30.0"}),
     row("neq", 1, NUMBERS - {"int 1", "float 1.0"}),
     row("neq", "abc", STRINGS - {"str 'abc'"}),
@@ -150,6 +160,7 @@ EQUALITY = [
     row("neq", [1, 2], LISTS - {"list [1, 2]", "list [1.0, 2.0]"}),
     row("neq", {"a": 1}, {"object {}", "object {a: true}"}),
     row("neq", 2**53 + 1, NUMBERS - {"int 2**53+1"}),
+    row("neq", 1e20, NUMBERS - TEN_TO_20),
 ]
 
 
@@ -173,10 +184,13 @@ ORDERING = [
     row("gte", 1.0, NUMBERS - SMALL_NUMBERS),
     row("lt", 30, SMALL_NUMBERS | {"int 1", "float 1.0"}),
     row("lte", 30, SMALL_NUMBERS | {"int 1", "float 1.0", "int 30", "float 30.0"}),
-    row("gt", 30, {"float 30.5", "int 2**53", "int 2**53+1"}),
-    row("gt", 2**53, {"int 2**53+1"}),
-    row("lt", 2**53 + 1, NUMBERS - {"int 2**53+1"}),
-    row("gte", 2**53 + 1, {"int 2**53+1"}),
+    row("gt", 30, BEYOND_2_60 | {"float 30.5", "int 2**53", "int 2**53+1"}),
+    row("gt", 2**53, BEYOND_2_60 | {"int 2**53+1"}),
+    row("lt", 2**53 + 1, NUMBERS - BEYOND_2_60 - {"int 2**53+1"}),
+    row("gte", 2**53 + 1, BEYOND_2_60 | {"int 2**53+1"}),
+    row("gt", 1e20, {"int 10**20+1"}),
+    row("gte", 10**20, BEYOND_2_60),
+    row("lt", 10**20 + 1, NUMBERS - {"int 10**20+1"}),
     row("gt", "abc", STRINGS_ABOVE_ABC),
     row("gte", "abc", STRINGS_ABOVE_ABC | {"str 'abc'"}),
     row("lt", "abc", STRINGS_BELOW_ABC),
@@ -193,7 +207,9 @@ BETWEEN = [
     row("between", [-10, 0.5], {"int 0", "int -7"}),
     row("between", [30.0, 30.0], {"int 30", "float 30.0"}),
     row("between", [2**53 + 1, 2**53 + 1], {"int 2**53+1"}),
-    row("between", [-(2**60), 2**60], NUMBERS),
+    row("between", [-(2**60), 2**60], NUMBERS - BEYOND_2_60),
+    row("between", [1e20, 1e20], TEN_TO_20),
+    row("between", [10**20, 10**20 + 1], BEYOND_2_60),
 ]
 
 
@@ -212,10 +228,16 @@ MEMBERSHIP = [
     row("in", [1], {"int 1", "float 1.0"}),
     row("in", [True], {"true"}),
     row("in", ["30", "1"], {"str '30'", "str '1'"}),
-    row("in", [[1, 2], {"a": 1}], {"list [1, 2]", "list [1.0, 2.0]", "object {a: 1}", "object {a: 1.0}"}),
+    row(
+        "in",
+        [[1, 2], {"a": 1}],
+        {"list [1, 2]", "list [1.0, 2.0]", "object {a: 1}", "object {a: 1.0}"},
+    ),
     row("in", [None, 1], {"int 1", "float 1.0"}),
     row("in", [], set()),
     row("in", [2**53 + 1], {"int 2**53+1"}),
+    row("in", [1e20, "abc"], TEN_TO_20 | {"str 'abc'"}),
+    row("in", [10**20 + 1], {"int 10**20+1"}),
     row("not_in", [30, "abc"], (NUMBERS | STRINGS) - {"int 30", "float 30.0", "str 'abc'"}),
     row("not_in", [1], NUMBERS - {"int 1", "float 1.0"}),
     row("not_in", [True], {"false"}),
@@ -224,6 +246,7 @@ MEMBERSHIP = [
     row("not_in", [{"a": 1}], {"object {}", "object {a: true}"}),
     row("not_in", [], set()),
     row("not_in", [2**53 + 1], NUMBERS - {"int 2**53+1"}),
+    row("not_in", [10**20], NUMBERS - TEN_TO_20),
 ]
 
 
@@ -282,7 +305,11 @@ STRING_OPERATORS = [
     row("matches", "ABC", set()),
     row("matches", "(?i)^abc$", {"str 'abc'", "str 'Abc'"}),
     row("matches", "[0-9]", DIGIT_STRINGS),
-    row("matches", r"^\p{L}+$", {"str 'abc'", "str 'Abc'", "str 'xabcx'", "str 'café'", "str 'true'"}),
+    row(
+        "matches",
+        r"^\p{L}+$",
+        {"str 'abc'", "str 'Abc'", "str 'xabcx'", "str 'café'", "str 'true'"},
+    ),
     row("matches", r"caf\x{e9}", {"str 'café'"}),
     row("matches", "", STRINGS),
     row("matches", "^1$", {"str '1'"}),
@@ -331,7 +358,7 @@ TIMES = [
     row("after", "1d", ISO - {"iso date"}),
     row("before", "12h", {"iso date", "iso 12:00+02:00"}),
     row("after", "12h", {"iso future"}),
-    # now − d ≤ x ≤ now, both ends included; a future instant is not within the last d
+    # now - d ≤ x ≤ now, both ends included; a future instant is not within the last d
     row("within_last", "12h", {"iso 12:00Z", "iso 12:00 no zone"}),
     row("within_last", "14h", ON_MARCH_9),
     row("within_last", "9d", ISO - {"iso future"}),
