@@ -1,7 +1,8 @@
 """Hypothesis strategies: rules, computed attributes and event streams that hit each other.
 
-Values come from small pools shared by the rules and the events, so conditions actually
-hold for some users and not others; a few values of the wrong type are mixed in.
+Values come from small pools, one per field, shared by the rules and the events, so that
+conditions hold for some users and not for others; values of the wrong type (strings for
+numbers, booleans, lists, objects, nulls) are mixed in on both sides.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from audience_manager.rules.model import Group, parse_rules
 __all__ = [
     "BASE",
     "EVENT_TYPES",
+    "HOUR",
+    "MINUTE",
+    "SHORT_WINDOWS",
     "computed_attributes",
     "event_streams",
     "events",
     "rule_documents",
     "segment_sets",
+    "trait_keys",
+    "user_pools",
 ]
 
 BASE = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -30,13 +36,11 @@ MINUTE = 60 * SECOND
 HOUR = 60 * MINUTE
 EVENT_TYPES = ("purchase", "view", "signup")
 WINDOWS = ("5s", "30s", "1m", "2m", "10m", "1h", "2h", "1d")
-DURATIONS = ("1s", "10s", "30s", "1m", "5m", "1h", "3h", "1d", "30d")
 SHORT_WINDOWS = ("5s", "30s", "1m", "2m", "10m")
+DURATIONS = ("1s", "10s", "30s", "1m", "5m", "1h", "3h", "1d", "30d")
 
-# -- shared value pools -------------------------------------------------------------------
+# -- value pools --------------------------------------------------------------------------
 
-STRINGS = ["gold", "Gold", "silver", "", "old", "Paris", "shoes", "books", "a", "x1"]
-NUMBERS: list[Any] = [0, 1, 2, 3, 10, 17, 18, 30, 30.0, 0.1, 0.2, 0.3, 0.5, 19.99, 100, 1000]
 ISO_TIMES = [
     "2023-11-14T22:13:20Z",
     "2023-11-14T22:10:00Z",
@@ -47,47 +51,78 @@ ISO_TIMES = [
     "2023-11-14T22:13:25.500Z",
     "2023-11-13T12:00:00Z",
 ]
+AMOUNTS: list[Any] = [0, 1, 10, 19.99, 0.5, 1.5, 2.5, 0.1, 0.2, 1000, 1500, 250.25, 0.125, -3]
+WRONG: list[Any] = ["30", "19.99", True, False, [1], {"v": 1}]
 LISTS: list[Any] = [[], ["a"], ["a", "gold"], [1, "a"], [30], [True], [["a"]], [{"k": 1}]]
 OBJECTS: list[Any] = [{"city": "Paris"}, {"city": "Berlin", "zip": "10115"}, {"city": None}, {}]
-WRONG: list[Any] = ["30", "19.99", True, False, [1], {"v": 1}]
 
-scalars = st.sampled_from([*STRINGS, *NUMBERS, True, False])
-any_values = st.one_of(
-    scalars,
-    st.sampled_from(ISO_TIMES),
-    st.sampled_from(LISTS),
-    st.sampled_from(OBJECTS),
-)
-PATTERNS = ["^g", "old$", "[0-9]+", "a|b", "(?i)gold", "^$", "ar", "^[A-Z]", r"\d\.\d"]
+TRAIT_POOLS: dict[str, list[Any]] = {
+    "plan": ["gold", "Gold", "silver", "", 3],
+    "age": [17, 18, 30, 30.0, 45.5, "30", True],
+    "tags": [*LISTS, "a"],
+    "address": [*OBJECTS, {"city": {"name": "Paris"}}, "Paris"],
+    "vip": [True, False, 1, "true"],
+    "signupAt": [*ISO_TIMES, "yesterday", BASE],
+    "eventCount": [5, "many"],  # hidden behind the built-in of that name
+}
+PROPERTY_POOLS: dict[str, list[Any]] = {
+    "amount": [*AMOUNTS, *WRONG],
+    "category": ["shoes", "books", "Shoes", "toys", "", 3, ["shoes"]],
+    "item": [{"sku": "A1", "price": 5}, {"sku": "B2", "price": 2.5}, {"sku": None}, "A1"],
+    "qty": [1, 2, 3, 2.0, "2"],
+    "at": [*ISO_TIMES, "soon", 5],
+}
+# What rules compare each field with: the values events carry, and a few more.
+FIELD_POOLS: dict[str, list[Any]] = {
+    **TRAIT_POOLS,
+    **PROPERTY_POOLS,
+    "address.city": ["Paris", "Berlin", {"name": "Paris"}],
+    "address.zip": ["10115", 10115],
+    "address.city.name": ["Paris"],
+    "tags.0": ["a", 1],
+    "item.sku": ["A1", "B2"],
+    "item.price": [5, 5.0, 2.5],
+    "totalSpent": [0, 0.3, 1, 10, 19.99, 20, 20.99, 1000, 1500, 2500, "0"],
+    "purchaseCount": [0, 1, 2, 3, True],
+    "eventCount": [0, 1, 2, 3, 5, "5"],
+}
+COMPUTED_POOL: list[Any] = [0, 1, 2, 3, 0.5, 10, 19.99, "shoes", "books", "A1", ISO_TIMES[0]]
+TRAIT_FIELDS = (*TRAIT_POOLS, "address.city", "address.zip", "address.city.name", "tags.0")
+PROPERTY_FIELDS = (*PROPERTY_POOLS, "item.sku", "item.price")
+ATTRIBUTE_FIELDS = ("totalSpent", "purchaseCount", "eventCount", "firstSeen", "lastSeen")
+TIME_FIELDS = ("firstSeen", "lastSeen")
+PATTERNS = ["^g", "old$", "[0-9]+", "a|b", "(?i)gold", "^$", "ar", "^[A-Z]", r"\d\.\d", "^sho"]
 
 # -- events -------------------------------------------------------------------------------
 
-TRAIT_VALUES: dict[str, st.SearchStrategy[Any]] = {
-    "plan": st.sampled_from(["gold", "Gold", "silver", "", 3, None]),
-    "age": st.sampled_from([17, 18, 30, 30.0, 45.5, "30", True, None]),
-    "tags": st.sampled_from([*LISTS, "a", None]),
-    "address": st.sampled_from([*OBJECTS, {"city": {"name": "Paris"}}, "Paris", None]),
-    "vip": st.sampled_from([True, False, 1, "true", None]),
-    "signupAt": st.sampled_from([*ISO_TIMES, "yesterday", 1_700_000_000_000, None]),
-    "eventCount": st.sampled_from([5, "many", None]),
-}
-TRAIT_FIELDS = (*TRAIT_VALUES, "address.city", "address.zip", "address.city.name", "tags.0")
 
-PROPERTY_VALUES: dict[str, st.SearchStrategy[Any]] = {
-    "amount": st.sampled_from(
-        [0, 1, 10, 19.99, 0.5, 1.5, 2.5, 0.1, 0.2, 1000, 1500, 250.25, 0.125, 5.005, -3]
+def _optional(pool: list[Any]) -> st.SearchStrategy[Any]:
+    return st.sampled_from([*pool, None])  # null: a removed trait, a missing property
+
+
+@functools.cache
+def traits(keys: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any] | None]:
+    """No traits, or some of ``keys`` with values from their pools."""
+    return st.none() | st.fixed_dictionaries(
+        {}, optional={key: _optional(TRAIT_POOLS[key]) for key in keys}
     )
-    | st.sampled_from([*WRONG, None]),
-    "category": st.sampled_from(["shoes", "books", "Shoes", "toys", "", 3, None, ["shoes"]]),
-    "item": st.sampled_from([{"sku": "A1", "price": 5}, {"sku": "B2"}, {"sku": None}, "A1"]),
-    "qty": st.sampled_from([1, 2, 3, 2.0, "2", None]),
-    "at": st.sampled_from([*ISO_TIMES, "soon", 5]),
-}
-PROPERTY_FIELDS = (*PROPERTY_VALUES, "item.sku", "item.price")
 
 
-traits = st.none() | st.fixed_dictionaries({}, optional=TRAIT_VALUES)
-properties = st.fixed_dictionaries({}, optional=PROPERTY_VALUES)
+def trait_keys() -> st.SearchStrategy[tuple[str, ...]]:
+    """The one to three traits an example's events set and its rules look at."""
+    return st.lists(st.sampled_from(list(TRAIT_POOLS)), min_size=1, max_size=3, unique=True).map(
+        lambda keys: tuple(sorted(keys))
+    )
+
+
+def trait_fields(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """Fields of the traits ``keys``, dotted paths included."""
+    return tuple(f for f in TRAIT_FIELDS if f.split(".")[0] in keys)
+
+
+properties = st.fixed_dictionaries(
+    {}, optional={key: _optional(pool) for key, pool in PROPERTY_POOLS.items()}
+)
 
 
 @functools.cache
@@ -101,47 +136,95 @@ def offsets(spread: int = 3 * HOUR) -> st.SearchStrategy[int]:
 
 
 @functools.cache
-def events(users: tuple[str, ...], spread: int = 3 * HOUR, max_size: int = 40) -> Any:
-    """Events (dicts with the ``Event`` keys) of ``users``, with times around ``BASE``."""
+def events(
+    users: tuple[str, ...],
+    keys: tuple[str, ...] = tuple(TRAIT_POOLS),
+    spread: int = 3 * HOUR,
+    max_size: int = 40,
+) -> Any:
+    """Events (dicts with the ``Event`` keys) of ``users``, with times around ``BASE``.
+
+    Half of the events go to the first three users, so that some users have many.
+    """
     event = st.fixed_dictionaries(
         {
-            "user_id": st.sampled_from(users),
+            "user_id": st.sampled_from(users[:3]) | st.sampled_from(users),
             "event_type": st.sampled_from((*EVENT_TYPES, "other")),
             "timestamp": offsets(spread).map(lambda offset: BASE + offset),
             "properties": properties,
-            "traits": traits,
+            "traits": traits(keys),
         }
     )
-    return st.lists(event, max_size=max_size)
+    return st.lists(event, min_size=max_size // 4, max_size=max_size)
 
 
 def user_pools() -> st.SearchStrategy[tuple[str, ...]]:
+    """Five to thirty user ids."""
     return st.integers(5, 30).map(lambda n: tuple(f"u{i}" for i in range(n)))
 
 
-def event_streams(spread: int = 3 * HOUR, max_size: int = 40) -> st.SearchStrategy[Any]:
-    """A list of events over a small user pool."""
-    return user_pools().flatmap(lambda users: events(users, spread, max_size))
+def event_streams(
+    keys: tuple[str, ...] = tuple(TRAIT_POOLS), spread: int = 3 * HOUR, max_size: int = 40
+) -> st.SearchStrategy[Any]:
+    """A list of events setting traits ``keys`` over a small user pool."""
+    return user_pools().flatmap(lambda users: events(users, keys, spread, max_size))
 
 
-# -- rules --------------------------------------------------------------------------------
+# -- attribute conditions -----------------------------------------------------------------
+
+ALL_VALUES = list({repr(v): v for pool in FIELD_POOLS.values() for v in pool}.values())
+
+
+def _strings(pool: list[Any]) -> list[str]:
+    return [v for v in pool if isinstance(v, str)]
+
+
+def _numbers(pool: list[Any]) -> list[Any]:
+    return [v for v in pool if isinstance(v, int | float) and not isinstance(v, bool)]
+
+
+def _affixes(pool: list[Any]) -> list[str]:
+    out = {""}
+    for text in _strings(pool):
+        out.update({text[:1], text[:3], text[-2:], text})
+    return sorted(out)
+
+
+def _elements(pool: list[Any]) -> list[Any]:
+    """Candidates for ``contains``: substrings of strings and scalar elements of lists."""
+    out: dict[str, Any] = {}
+    for value in pool:
+        if isinstance(value, str):
+            for part in (value, value[1:3], value[:1]):
+                out[repr(part)] = part
+        elif isinstance(value, list):
+            out.update({repr(v): v for v in value if isinstance(v, str | int | float)})
+        elif isinstance(value, int | float):
+            out[repr(value)] = value
+    return list(out.values()) or ["a"]
 
 
 @functools.cache
-def value_for(operator: str, relative_time: bool = True) -> st.SearchStrategy[Any]:
-    """A value that fits ``operator`` (as the rule model requires), drawn from the pools."""
+def value_for(operator: str, name: str, relative_time: bool = True) -> st.SearchStrategy[Any]:
+    """A value for ``operator`` on field ``name``: mostly from the field's pool."""
+    own = FIELD_POOLS.get(name, COMPUTED_POOL)
     if operator in ("eq", "neq"):
-        return any_values
+        return st.one_of(st.sampled_from(own), st.sampled_from(own), st.sampled_from(ALL_VALUES))
     if operator in ("gt", "gte", "lt", "lte"):
-        return st.sampled_from([*STRINGS, *NUMBERS, "2023-11-14T22:00:00Z"])
+        return st.sampled_from(_numbers(own) + _strings(own) or [1]) | st.sampled_from(
+            [0, 1, 10, 19.99, "m", "gold", "2023-11-14T22:00:00Z"]
+        )
     if operator == "between":
-        return st.lists(st.sampled_from(NUMBERS), min_size=2, max_size=2).map(sorted)
+        numbers = [*_numbers(own), 0, 1, 10, 19.99, 1000]
+        return st.lists(st.sampled_from(numbers), min_size=2, max_size=2).map(sorted)
     if operator in ("in", "not_in"):
-        return st.lists(any_values, max_size=4)
+        items = st.one_of(st.sampled_from(own), st.sampled_from(own), st.sampled_from(ALL_VALUES))
+        return st.lists(items, max_size=4)
     if operator in ("contains", "not_contains"):
-        return st.sampled_from([*STRINGS, 1, 30, True, "ol", "1"])
+        elements = [e for e in _elements(own) if e is not None]
+        return st.sampled_from(elements) | st.sampled_from(["ol", "a", 1, 30, True])
     if operator in ("starts_with", "ends_with"):
-        return st.sampled_from(["g", "G", "", "ld", "Par", "s", "2023-11-14"])
+        return st.sampled_from(_affixes(own)) | st.sampled_from(["2023-11-14", "G"])
     if operator == "matches":
         return st.sampled_from(PATTERNS)
     if operator == "within_last":
@@ -157,37 +240,38 @@ VALUE_OPERATORS = (
 )  # fmt: skip
 TIME_OPERATORS = ("before", "after", "within_last", "exists", "not_exists")
 COMPARE_OPERATORS = ("eq", "neq", "gt", "gte", "lt", "lte", "between")
-TIME_FIELDS = ("firstSeen", "lastSeen")
 
 
 @functools.cache
-def _operator_and_value(operator: str, relative_time: bool) -> st.SearchStrategy[Any]:
+def _comparison(operator: str, name: str, relative_time: bool) -> st.SearchStrategy[Any]:
     if operator in ("exists", "not_exists"):
-        return st.just({"operator": operator})
-    return value_for(operator, relative_time).map(lambda v: {"operator": operator, "value": v})
+        return st.just({"field": name, "operator": operator})
+    return value_for(operator, name, relative_time).map(
+        lambda value: {"field": name, "operator": operator, "value": value}
+    )
 
 
 @functools.cache
-def _comparisons(time_field: bool, relative_time: bool) -> st.SearchStrategy[Any]:
-    operators = TIME_OPERATORS if time_field else (*VALUE_OPERATORS, "exists", "not_exists")
+def _comparisons(name: str, relative_time: bool) -> st.SearchStrategy[Any]:
+    operators = TIME_OPERATORS if name in TIME_FIELDS else (*VALUE_OPERATORS, *TIME_OPERATORS[3:])
     if not relative_time:
         operators = tuple(op for op in operators if op != "within_last")
-    return st.one_of(*(_operator_and_value(op, relative_time) for op in operators))
+    return st.one_of(*(_comparison(op, name, relative_time) for op in operators))
 
 
 @functools.cache
 def leaf(fields: tuple[str, ...], relative_time: bool = True) -> st.SearchStrategy[Any]:
     """An attribute condition on one of ``fields``; durations only if ``relative_time``."""
-    return st.sampled_from(fields).flatmap(
-        lambda name: _comparisons(name in TIME_FIELDS, relative_time).map(
-            lambda comparison: {"field": name, **comparison}
-        )
-    )
+    return st.sampled_from(fields).flatmap(lambda name: _comparisons(name, relative_time))
+
+
+# -- event conditions and computed attributes ---------------------------------------------
 
 
 @functools.cache
 def compare_spec(integers: bool) -> st.SearchStrategy[tuple[str, Any]]:
-    values = st.integers(0, 4) if integers else st.sampled_from(NUMBERS)
+    """An operator and value comparing a count (``integers``) or an aggregate."""
+    values = st.integers(0, 4) if integers else st.sampled_from(FIELD_POOLS["totalSpent"][:-1])
     return st.sampled_from(COMPARE_OPERATORS).flatmap(
         lambda op: (
             st.tuples(st.just(op), st.lists(values, min_size=2, max_size=2).map(sorted))
@@ -197,12 +281,14 @@ def compare_spec(integers: bool) -> st.SearchStrategy[tuple[str, Any]]:
     )
 
 
+# A ``where`` is decided when the event arrives, so durations are rejected there.
+where_conditions = st.lists(leaf(PROPERTY_FIELDS, relative_time=False), max_size=2)
+
+
 @st.composite
-def _event_condition(
-    draw: st.DrawFn, windows: tuple[str, ...], relative_where: bool
-) -> dict[str, Any]:
+def _event_condition(draw: st.DrawFn, windows: tuple[str, ...]) -> dict[str, Any]:
     node: dict[str, Any] = {"event": draw(st.sampled_from(EVENT_TYPES))}
-    where = draw(st.lists(leaf(PROPERTY_FIELDS, relative_where), max_size=2))
+    where = draw(where_conditions)
     if where:
         node["where"] = where
     shape = draw(st.sampled_from(["exists", "count", "aggregate"]))
@@ -221,32 +307,56 @@ def _event_condition(
 
 
 @functools.cache
-def event_condition(
-    windows: tuple[str, ...] = WINDOWS, relative_where: bool = False
-) -> st.SearchStrategy[dict[str, Any]]:
+def event_condition(windows: tuple[str, ...] = WINDOWS) -> st.SearchStrategy[dict[str, Any]]:
     """``{"event": ...}`` with optional where, count or aggregate, and window."""
-    return _event_condition(windows, relative_where)
+    return _event_condition(windows)
 
 
-ATTRIBUTE_FIELDS = ("totalSpent", "purchaseCount", "eventCount", "firstSeen", "lastSeen")
+@st.composite
+def computed_attributes(
+    draw: st.DrawFn, windows: tuple[str, ...] = WINDOWS
+) -> list[ComputedAttribute]:
+    """Zero to three computed attributes named ``attr0`` ..."""
+    out = []
+    for index in range(draw(st.integers(0, 3))):
+        aggregate = draw(
+            st.sampled_from(
+                ["count", "sum", "min", "max", "avg", "first", "last", "distinct_count"]
+            )
+        )
+        prop = None if aggregate == "count" else draw(st.sampled_from(PROPERTY_FIELDS))
+        out.append(
+            ComputedAttribute(
+                name=f"attr{index}",
+                event_type=draw(st.sampled_from([*EVENT_TYPES, "*"])),
+                aggregate=aggregate,
+                property=prop,
+                where=tuple(draw(where_conditions)),
+                within=draw(st.none() | st.sampled_from(windows)),
+            )
+        )
+    return out
+
+
+# -- rules --------------------------------------------------------------------------------
 
 
 @functools.cache
 def rule_documents(
     references: tuple[str, ...] = (),
     attribute_names: tuple[str, ...] = (),
+    keys: tuple[str, ...] = tuple(TRAIT_POOLS),
     *,
     with_events: bool = True,
     relative_time: bool = True,
     windows: tuple[str, ...] = WINDOWS,
-    relative_where: bool = False,
     max_depth: int = 3,
 ) -> st.SearchStrategy[dict[str, Any]]:
     """A rule document (JSON) whose segment references are among ``references``."""
-    fields = (*TRAIT_FIELDS, *ATTRIBUTE_FIELDS, *attribute_names)
+    fields = (*trait_fields(keys), *ATTRIBUTE_FIELDS, *attribute_names)
     leaves: list[st.SearchStrategy[dict[str, Any]]] = [leaf(fields, relative_time)]
     if with_events:
-        leaves.append(event_condition(windows, relative_where))
+        leaves.append(event_condition(windows))
     if references:
         leaves.append(
             st.builds(
@@ -276,37 +386,10 @@ def rule_documents(
 
 
 @st.composite
-def computed_attributes(
-    draw: st.DrawFn, windows: tuple[str, ...] = WINDOWS, relative_where: bool = False
-) -> list[ComputedAttribute]:
-    """Zero to three computed attributes named ``attr0`` ..."""
-    out = []
-    for index in range(draw(st.integers(0, 3))):
-        aggregate = draw(
-            st.sampled_from(
-                ["count", "sum", "min", "max", "avg", "first", "last", "distinct_count"]
-            )
-        )
-        prop = None
-        if aggregate != "count":
-            prop = draw(st.sampled_from(PROPERTY_FIELDS))
-        out.append(
-            ComputedAttribute(
-                name=f"attr{index}",
-                event_type=draw(st.sampled_from([*EVENT_TYPES, "*"])),
-                aggregate=aggregate,
-                property=prop,
-                where=tuple(draw(st.lists(leaf(PROPERTY_FIELDS, relative_where), max_size=1))),
-                within=draw(st.none() | st.sampled_from(windows)),
-            )
-        )
-    return out
-
-
-@st.composite
 def segment_sets(
     draw: st.DrawFn,
     attribute_names: list[str] | None = None,
+    keys: tuple[str, ...] = tuple(TRAIT_POOLS),
     *,
     min_size: int = 1,
     max_size: int = 4,
@@ -315,7 +398,6 @@ def segment_sets(
     with_events: bool = True,
     relative_time: bool = True,
     windows: tuple[str, ...] = WINDOWS,
-    relative_where: bool = False,
 ) -> list[tuple[str, str, Group]]:
     """Segments ``(id, name, rules)``; each may refer to the ones before it (id or name)."""
     out: list[tuple[str, str, Group]] = []
@@ -326,10 +408,10 @@ def segment_sets(
             rule_documents(
                 tuple(known),
                 tuple(attribute_names or ()),
+                keys,
                 with_events=with_events,
                 relative_time=relative_time,
                 windows=windows,
-                relative_where=relative_where,
             )
         )
         out.append((segment_id, f"Segment {segment_id}", parse_rules(document)))

@@ -15,7 +15,6 @@ import numpy.typing as npt
 
 from audience_manager.rules.values import (
     MISSING,
-    NUM,
     OTHER,
     STR,
     StringDictionary,

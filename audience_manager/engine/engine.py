@@ -165,39 +165,40 @@ class Engine:
         """Apply a batch of events in arrival order; time first catches up with the clock."""
         now = self._tick()
         result = ApplyResult(changes=self._advance(now))
-        accepted = self._accept(events, result)
-        if not accepted:
+        batch = self._accept(events, result)
+        if batch is None:
             return result
+        accepted = batch.events
         first_new = self.ids.capacity
-        rows = self._intern([e.user_id for e in accepted])
-        ts = np.fromiter([e.timestamp for e in accepted], dtype=np.int64, count=len(accepted))
+        rows = self._intern(batch.user_ids)
+        ts = np.asarray(batch.stamps, dtype=np.int64)
         seq = np.arange(self._seq, self._seq + len(accepted), dtype=np.int64)
         self._seq += len(accepted)
         unique = np.unique(rows)
         touched: dict[str, RowArray] = {"attribute:firstSeen": unique, "attribute:lastSeen": unique}
         self.table.see(rows, ts)
         self._apply_traits(accepted, rows, ts, touched)
-        self._apply_aggregates(accepted, rows, ts, seq, now, touched)
+        self._apply_aggregates(batch, rows, ts, seq, now, touched)
         fresh = np.arange(first_new, self.ids.capacity, dtype=np.int64)
         result.changes.extend(self._reevaluate(touched, self._everywhere(fresh), now))
         result.profiles = self.ids.user_ids(unique)
         return result
 
-    def _accept(self, events: Sequence[Event], result: ApplyResult) -> list[Event]:
+    def _accept(self, events: Sequence[Event], result: ApplyResult) -> _Batch | None:
         """The valid events of a batch; the others are recorded as rejected."""
-        known = self._event_types
-        if _plainly_valid(events, known):
-            return list(events)  # the common case: checked as a batch
+        batch = _Batch(list(events))
+        if batch.plainly_valid(self._event_types):
+            return batch  # the common case: checked as a whole
         accepted = []
         for index, event in enumerate(events):
             reason = _invalid(event)
             if reason is None:
                 accepted.append(event)
-                if len(known) < 100_000:
-                    known.add(event.event_type)
+                if len(self._event_types) < 100_000:
+                    self._event_types.add(event.event_type)
             else:
                 result.rejected.append(Rejection(index, reason))
-        return accepted
+        return _Batch(accepted) if accepted else None
 
     def advance(self, now: int | None = None) -> list[MembershipChange]:
         """Apply what time alone changes up to ``now`` (default: the clock)."""
@@ -243,20 +244,16 @@ class Engine:
 
     def _apply_aggregates(
         self,
-        events: list[Event],
+        batch: _Batch,
         rows: RowArray,
         ts: RowArray,
         seq: RowArray,
         now: int,
         touched: dict[str, RowArray],
     ) -> None:
-        by_type: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
-        for index, event in enumerate(events):
-            group = by_type.get(event.event_type)
-            if group is None:
-                group = by_type[event.event_type] = ([], [])
-            group[0].append(index)
-            group[1].append(event.properties)
+        events = batch.events
+        by_type = batch.positions_by_type()
+        properties = [e.properties for e in events]
         frames: dict[str, tuple[RowArray, EventFrame]] = {}
         for key, aggregate in self.aggregates.items():
             event_type = aggregate.spec.event_type
@@ -265,11 +262,10 @@ class Engine:
             cached = frames.get(event_type)
             if cached is None:
                 if event_type == "*":
-                    positions = np.arange(len(events), dtype=np.int64)
-                    frame = EventFrame([e.properties for e in events])
+                    positions, frame = np.arange(len(events)), EventFrame(properties)
                 else:
-                    indexes, properties = by_type[event_type]
-                    positions, frame = np.asarray(indexes, np.int64), EventFrame(properties)
+                    positions = by_type[event_type]
+                    frame = EventFrame([properties[i] for i in positions.tolist()])
                 cached = frames[event_type] = (positions, frame)
             positions, frame = cached
             changed = aggregate.feed(rows[positions], frame, ts[positions], seq[positions], now)
@@ -482,17 +478,48 @@ class _Context:
         return self.engine._segments[segment_id].member.get(rows)
 
 
-def _plainly_valid(events: Sequence[Event], known: set[str]) -> bool:
-    """True when every event has a known type, a sane user id and time (fast, batch-wide)."""
-    try:
+class _Batch:
+    """The fields of a batch's events, pulled out once."""
+
+    __slots__ = ("codes", "events", "stamps", "type_codes", "types", "user_ids")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self.user_ids = [e.user_id for e in events]
+        self.stamps = [e.timestamp for e in events]
+        self.types = [e.event_type for e in events]
+        self.type_codes: dict[str, int] = {}
+        self.codes: list[int] = []
+
+    def plainly_valid(self, known: set[str]) -> bool:
+        """True when every event has a known type, a sane user id and time."""
+        codes = self.type_codes
+        setdefault = codes.setdefault
+        try:
+            self.codes = [setdefault(t, len(codes)) for t in self.types]
+        except TypeError:  # an unhashable event type
+            return False
+        lengths = list(map(len, self.user_ids)) if set(map(type, self.user_ids)) == {str} else [0]
         return (
-            {e.event_type for e in events} <= known
-            and all(0 < n <= 256 for n in map(len, [e.user_id for e in events]))
-            and min([e.timestamp for e in events], default=0) >= 0
-            and all(e.user_id.__class__ is str for e in events)
+            codes.keys() <= known
+            and min(lengths, default=1) > 0
+            and max(lengths, default=0) <= 256
+            and set(map(type, self.stamps)) <= {int}
+            and min(self.stamps, default=0) >= 0
         )
-    except TypeError:  # an unhashable type, a user id without a length, ...
-        return False
+
+    def positions_by_type(self) -> dict[str, RowArray]:
+        """Positions of the events of each type, in arrival order."""
+        codes = self.type_codes
+        if not codes:
+            setdefault = codes.setdefault
+            self.codes = [setdefault(t, len(codes)) for t in self.types]
+        if len(codes) == 1:
+            return {next(iter(codes)): np.arange(len(self.events), dtype=np.int64)}
+        code = np.asarray(self.codes, dtype=np.int64)
+        order = np.argsort(code, kind="stable")
+        bounds = np.searchsorted(code[order], np.arange(len(codes) + 1))
+        return {t: order[bounds[c] : bounds[c + 1]] for t, c in codes.items()}
 
 
 def _invalid(event: Event) -> str | None:

@@ -7,6 +7,7 @@ so a stale bitmap bit can never turn into a different user.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import cast
 
@@ -61,16 +62,18 @@ class UserIds:
         slots = self._user_ids
         if len(slots) + len(user_ids) > MAX_USER_IDS:
             self._check_room(sum(1 for user_id in set(user_ids) if user_id not in known))
-        result: list[int] = []
-        append = result.append
-        get = known.get
-        for user_id in user_ids:
-            dense = get(user_id)
-            if dense is None:
-                dense = len(slots)
-                known[user_id] = dense
-                slots.append(user_id)
-            append(dense)
+        before = len(known)
+        # Ids released by erasure are never reused, so the next id runs ahead of the dict.
+        offset = len(slots) - before
+        setdefault = known.setdefault
+        if offset == 0:
+            # len(known) is read before each insert: a new user gets the next dense id.
+            result = [setdefault(user_id, len(known)) for user_id in user_ids]
+        else:
+            result = [setdefault(user_id, len(known) + offset) for user_id in user_ids]
+        added = len(known) - before
+        if added:
+            slots.extend(list(itertools.islice(reversed(known), added))[::-1])
         return np.array(result, dtype=np.int64)
 
     def get(self, user_id: str) -> int | None:

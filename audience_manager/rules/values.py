@@ -204,9 +204,9 @@ class ValueVector:
         dictionary = strings if strings is not None else StringDictionary()
         classes = set(map(type, values))
         if classes <= _STRINGS:
-            codes = dictionary.codes(values)
-            kind = np.where(codes >= 0, np.uint8(STR), np.uint8(MISSING)).astype(np.uint8)
-            return cls(kind, np.zeros(len(values)), np.maximum(codes, 0), dictionary, {})
+            assigned = dictionary.codes(values)
+            kind = np.where(assigned >= 0, np.uint8(STR), np.uint8(MISSING)).astype(np.uint8)
+            return cls(kind, np.zeros(len(values)), np.maximum(assigned, 0), dictionary, {})
         if classes <= _NUMBERS:
             num = np.asarray(values, dtype=np.float64)
             # Strictly below: 2**53 + 1 rounds to 2**53 and must take the exact path.

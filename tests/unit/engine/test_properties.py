@@ -24,6 +24,7 @@ from strategies import (
     event_streams,
     events,
     segment_sets,
+    trait_keys,
     user_pools,
 )
 
@@ -189,8 +190,9 @@ def batch_splits(draw: st.DrawFn, stream: Batch) -> list[Batch]:
 @given(data=st.data())
 def test_engine_agrees_with_reference(data: st.DataObject) -> None:
     attributes = data.draw(computed_attributes(), label="attributes")
-    segments = data.draw(segment_sets([a.name for a in attributes]), label="segments")
-    stream = data.draw(event_streams(), label="events")
+    keys = data.draw(trait_keys(), label="trait keys")
+    segments = data.draw(segment_sets([a.name for a in attributes], keys), label="segments")
+    stream = data.draw(event_streams(keys), label="events")
     now = BASE + data.draw(st.integers(-HOUR, 2 * HOUR), label="now - BASE")
 
     run = Run(now, attributes)
@@ -209,8 +211,9 @@ def test_engine_agrees_with_reference(data: st.DataObject) -> None:
 @given(data=st.data())
 def test_batch_split_does_not_change_anything(data: st.DataObject) -> None:
     attributes = data.draw(computed_attributes(), label="attributes")
-    segments = data.draw(segment_sets([a.name for a in attributes]), label="segments")
-    stream = data.draw(event_streams(), label="events")
+    keys = data.draw(trait_keys(), label="trait keys")
+    segments = data.draw(segment_sets([a.name for a in attributes], keys), label="segments")
+    stream = data.draw(event_streams(keys), label="events")
     batches = data.draw(batch_splits(stream), label="batches")
     now = BASE + data.draw(st.integers(-HOUR, 2 * HOUR), label="now - BASE")
 
@@ -235,7 +238,9 @@ def test_batch_split_does_not_change_anything(data: st.DataObject) -> None:
 
 
 @st.composite
-def timed_batches(draw: st.DrawFn) -> tuple[int, list[tuple[int, Batch]], int]:
+def timed_batches(
+    draw: st.DrawFn, keys: tuple[str, ...]
+) -> tuple[int, list[tuple[int, Batch]], int]:
     """A start time, batches with the (non-decreasing) clock time of each, and a final time."""
     users = draw(user_pools())
     start = BASE + draw(st.integers(-HOUR, 0))
@@ -243,7 +248,7 @@ def timed_batches(draw: st.DrawFn) -> tuple[int, list[tuple[int, Batch]], int]:
     batches = []
     for _ in range(draw(st.integers(1, 4))):
         clock += draw(st.sampled_from([0, 0, 1, 999, 1000, 30_000]) | st.integers(0, 20 * MINUTE))
-        batches.append((clock, draw(events(users, spread=HOUR, max_size=15))))
+        batches.append((clock, draw(events(users, keys, spread=HOUR, max_size=15))))
     end = clock + draw(
         st.sampled_from([1000, 5000, 30_000, MINUTE, 2 * MINUTE, HOUR, 3 * HOUR, 25 * HOUR])
         | st.integers(0, 3 * HOUR)
@@ -255,8 +260,9 @@ def timed_batches(draw: st.DrawFn) -> tuple[int, list[tuple[int, Batch]], int]:
 @given(data=st.data())
 def test_time_passing_matches_a_fresh_engine_and_the_reference(data: st.DataObject) -> None:
     attributes = data.draw(computed_attributes(), label="attributes")
-    segments = data.draw(segment_sets([a.name for a in attributes]), label="segments")
-    start, batches, end = data.draw(timed_batches(), label="start, batches, end")
+    keys = data.draw(trait_keys(), label="trait keys")
+    segments = data.draw(segment_sets([a.name for a in attributes], keys), label="segments")
+    start, batches, end = data.draw(timed_batches(keys), label="start, batches, end")
     checkpoints = sorted(
         data.draw(st.lists(st.integers(start, end), max_size=4), label="checkpoints")
     )
@@ -292,10 +298,11 @@ def test_time_passing_matches_a_fresh_engine_and_the_reference(data: st.DataObje
 def test_short_windows_expire_on_time(data: st.DataObject) -> None:
     """Events in short windows, then many small steps of the clock across the bucket edges."""
     attributes = data.draw(computed_attributes(windows=SHORT_WINDOWS), label="attributes")
+    keys = data.draw(trait_keys(), label="trait keys")
     segments = data.draw(
-        segment_sets([a.name for a in attributes], windows=SHORT_WINDOWS), label="segments"
+        segment_sets([a.name for a in attributes], keys, windows=SHORT_WINDOWS), label="segments"
     )
-    stream = data.draw(event_streams(spread=2 * MINUTE, max_size=20), label="events")
+    stream = data.draw(event_streams(keys, spread=2 * MINUTE, max_size=20), label="events")
     run = Run(BASE, attributes)
     run.define(segments)
     run.apply(stream)
@@ -310,25 +317,6 @@ def test_short_windows_expire_on_time(data: st.DataObject) -> None:
     run.check_changes()
 
 
-@settings(PROPERTY_SETTINGS, max_examples=40)
-@given(data=st.data())
-def test_where_with_relative_time_follows_the_clock(data: st.DataObject) -> None:
-    """``where`` filters with ``within_last`` or a duration are evaluated at each instant."""
-    attributes = data.draw(computed_attributes(relative_where=True), label="attributes")
-    segments = data.draw(
-        segment_sets([a.name for a in attributes], relative_where=True), label="segments"
-    )
-    start, batches, end = data.draw(timed_batches(), label="start, batches, end")
-    run = Run(start, attributes)
-    run.define(segments)
-    for at, batch in batches:
-        run.apply(batch, at)
-        run.check_members()
-    run.advance(end)
-    run.check_members()
-    run.check_profiles()
-
-
 # -- d. the change records add up to the membership ---------------------------------------
 
 
@@ -336,10 +324,12 @@ def test_where_with_relative_time_follows_the_clock(data: st.DataObject) -> None
 @given(data=st.data())
 def test_changes_replay_to_the_members(data: st.DataObject) -> None:
     attributes = data.draw(computed_attributes(), label="attributes")
-    first = data.draw(segment_sets([a.name for a in attributes], max_size=3), label="first")
+    keys = data.draw(trait_keys(), label="trait keys")
+    first = data.draw(segment_sets([a.name for a in attributes], keys, max_size=3), label="first")
     later = data.draw(
         segment_sets(
             [a.name for a in attributes],
+            keys,
             min_size=0,
             max_size=2,
             prefix="late",
@@ -348,7 +338,7 @@ def test_changes_replay_to_the_members(data: st.DataObject) -> None:
         ),
         label="later",
     )
-    start, batches, end = data.draw(timed_batches(), label="start, batches, end")
+    start, batches, end = data.draw(timed_batches(keys), label="start, batches, end")
 
     run = Run(start, attributes)
     run.define(first)
@@ -370,14 +360,20 @@ def test_changes_replay_to_the_members(data: st.DataObject) -> None:
 def test_backfill_equals_defining_first(data: st.DataObject) -> None:
     attributes = data.draw(computed_attributes(), label="attributes")
     names = [a.name for a in attributes]
-    early = data.draw(segment_sets(names, max_size=3), label="early")
+    keys = data.draw(trait_keys(), label="trait keys")
+    early = data.draw(segment_sets(names, keys, max_size=3), label="early")
     late = data.draw(
         segment_sets(
-            names, max_size=3, prefix="late", earlier=[s for s, _, _ in early], with_events=False
+            names,
+            keys,
+            max_size=3,
+            prefix="late",
+            earlier=[s for s, _, _ in early],
+            with_events=False,
         ),
         label="late",
     )
-    stream = data.draw(event_streams(), label="events")
+    stream = data.draw(event_streams(keys), label="events")
     batches = data.draw(batch_splits(stream), label="batches")
     now = BASE + data.draw(st.integers(-HOUR, 2 * HOUR), label="now - BASE")
 
