@@ -8,6 +8,8 @@ import time
 from audience_manager.engine import Engine, Event, SegmentDefinition
 from audience_manager.rules.model import parse_rules
 
+__all__ = ["main"]
+
 
 def main() -> None:
     """Create "High Value Users", send a purchase of 1500, show the user entering."""

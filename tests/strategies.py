@@ -8,6 +8,7 @@ numbers, booleans, lists, objects, nulls) are mixed in on both sides.
 from __future__ import annotations
 
 import functools
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ __all__ = [
     "computed_attributes",
     "event_streams",
     "events",
+    "instants",
     "rule_documents",
     "segment_sets",
     "trait_keys",
@@ -168,6 +170,41 @@ def event_streams(
 ) -> st.SearchStrategy[Any]:
     """A list of events setting traits ``keys`` over a small user pool."""
     return user_pools().flatmap(lambda users: events(users, keys, spread, max_size))
+
+
+_UNIT_MS = {"s": SECOND, "m": MINUTE, "h": HOUR, "d": 24 * HOUR}
+
+
+def duration_ms(text: str) -> int:
+    return int(text[:-1]) * _UNIT_MS[text[-1]]
+
+
+def _iso_ms(text: str) -> int:
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+@st.composite
+def _edge_instant(draw: st.DrawFn, stamps: tuple[int, ...]) -> int:
+    at = draw(st.sampled_from(stamps))
+    if draw(st.booleans()):
+        edge = at + duration_ms(draw(st.sampled_from(DURATIONS)))
+    else:
+        window = duration_ms(draw(st.sampled_from(WINDOWS)))
+        width = max(1000, window // 100)
+        edge = (at // width + 1) * width + window
+    return edge + draw(st.sampled_from([-1, 0, 0, 1]))
+
+
+def instants(stream: list[dict[str, Any]]) -> st.SearchStrategy[int]:
+    """A clock time: around ``BASE``, or on the edge of a duration or window of an event
+    time (or a time trait), where off-by-one mistakes show."""
+    stamps = {BASE, *(e["timestamp"] for e in stream), *map(_iso_ms, ISO_TIMES)}
+    return st.integers(-HOUR, 2 * HOUR).map(lambda d: BASE + d) | _edge_instant(
+        tuple(sorted(stamps))
+    )
 
 
 # -- attribute conditions -----------------------------------------------------------------

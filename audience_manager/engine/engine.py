@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -75,12 +75,20 @@ class Engine:
 
     # -- definitions ------------------------------------------------------------------
 
-    def upsert_attribute(self, attribute: ComputedAttribute) -> list[MembershipChange]:
-        """Define or redefine a computed attribute; segments using it are re-evaluated."""
+    def upsert_attribute(
+        self, attribute: ComputedAttribute, history: Iterable[Sequence[Event]] = ()
+    ) -> list[MembershipChange]:
+        """Define or redefine a computed attribute; segments using it are re-evaluated.
+
+        ``history``: batches of the events applied so far, replayed into the attribute
+        if it is new, so that it counts them too.
+        """
         owner = "attribute:" + attribute.name
-        self._disown(owner)
+        spec = AggregateSpec.of_attribute(attribute)
+        self._disown(owner, keep={spec.key})
         self.attributes[attribute.name] = attribute
-        self._own(AggregateSpec.of_attribute(attribute), owner)
+        created = self._own(spec, owner)
+        self._replay(created, history)
         return self._recompile_all(owner)
 
     def remove_attribute(self, name: str) -> list[MembershipChange]:
@@ -91,8 +99,14 @@ class Engine:
         self._disown("attribute:" + name)
         return self._recompile_all("attribute:" + name)
 
-    def upsert_segment(self, definition: SegmentDefinition) -> list[MembershipChange]:
-        """Create or replace a segment and backfill it over every existing profile."""
+    def upsert_segment(
+        self, definition: SegmentDefinition, history: Iterable[Sequence[Event]] = ()
+    ) -> list[MembershipChange]:
+        """Create or replace a segment and backfill it over every existing profile.
+
+        An event condition that no other rule shares starts a new aggregate; ``history``
+        (batches of the events applied so far) is replayed into such aggregates only.
+        """
         compiled = None
         if definition.type == "DYNAMIC":
             if definition.rules is None:
@@ -107,21 +121,31 @@ class Engine:
         old = self._segments.get(definition.id)
         if old is not None:
             self._names.pop(old.definition.name, None)
-        self._disown("segment:" + definition.id)
+        # Aggregates the new rule still uses keep their state.
+        kept = {spec.key for spec in compiled.aggregates} if compiled is not None else set()
+        self._disown("segment:" + definition.id, keep=kept)
         member = old.member if old is not None else BitColumn()
         self._segments[definition.id] = _Segment(definition, compiled, member)
         self._names[definition.name] = definition.id
         self.membership.ensure_segment(definition.id)
         if compiled is not None:
-            for spec in compiled.aggregates:
-                self._own(spec, "segment:" + definition.id)
+            created = [
+                k
+                for spec in compiled.aggregates
+                for k in self._own(spec, "segment:" + definition.id)
+            ]
+            self._replay(created, history)
             self._index.assign(definition.id, compiled.dependencies)
         else:
             self._index.remove(definition.id)
         self._reorder()
         if compiled is None:
             return []
-        return self._reevaluate({}, {definition.id: self._all_rows()}, self.now)
+        return self.backfill(definition.id)
+
+    def backfill(self, segment_id: str) -> list[MembershipChange]:
+        """Evaluate a segment over every profile at once (and what depends on it)."""
+        return self._reevaluate({}, {segment_id: self._all_rows()}, self.now)
 
     def remove_segment(self, segment_id: str) -> None:
         """Forget a segment (segments referencing it must be changed first)."""
@@ -250,6 +274,7 @@ class Engine:
         seq: RowArray,
         now: int,
         touched: dict[str, RowArray],
+        only: list[str] | None = None,
     ) -> None:
         events = batch.events
         by_type = batch.positions_by_type()
@@ -257,7 +282,7 @@ class Engine:
         frames: dict[str, tuple[RowArray, EventFrame]] = {}
         for key, aggregate in self.aggregates.items():
             event_type = aggregate.spec.event_type
-            if event_type != "*" and event_type not in by_type:
+            if (event_type != "*" and event_type not in by_type) or (only and key not in only):
                 continue
             cached = frames.get(event_type)
             if cached is None:
@@ -413,16 +438,37 @@ class Engine:
     def _all_rows(self) -> RowArray:
         return np.asarray(self.membership.universe.to_array(), dtype=np.int64)
 
-    def _own(self, spec: AggregateSpec, owner: str) -> None:
+    def _own(self, spec: AggregateSpec, owner: str) -> list[str]:
+        """Register ``owner`` as a user of ``spec``; returns ``[key]`` if it was created."""
         owners = self._owners.setdefault(spec.key, set())
         owners.add(owner)
-        if spec.key not in self.aggregates:
-            aggregate = create_aggregate(spec)
-            aggregate.resize(self.ids.capacity)
-            self.aggregates[spec.key] = aggregate
+        if spec.key in self.aggregates:
+            return []
+        aggregate = create_aggregate(spec)
+        aggregate.resize(self.ids.capacity)
+        self.aggregates[spec.key] = aggregate
+        return [spec.key]
 
-    def _disown(self, owner: str) -> None:
-        for key in [k for k, owners in self._owners.items() if owner in owners]:
+    def _replay(self, keys: list[str], history: Iterable[Sequence[Event]]) -> None:
+        """Feed past events to newly created aggregates (and to nothing else)."""
+        if not keys:
+            return
+        for events in history:
+            known = [
+                e for e in events if _invalid(e) is None and self.ids.get(e.user_id) is not None
+            ]
+            if not known:
+                continue
+            batch = _Batch(known)
+            rows = np.asarray([self.ids.get(u) for u in batch.user_ids], dtype=np.int64)
+            ts = np.asarray(batch.stamps, dtype=np.int64)
+            seq = np.arange(self._seq, self._seq + len(known), dtype=np.int64)
+            self._seq += len(known)
+            self._apply_aggregates(batch, rows, ts, seq, self.now, {}, only=keys)
+
+    def _disown(self, owner: str, keep: Set[str] = frozenset()) -> None:
+        """Drop ``owner`` from aggregates outside ``keep``; unowned aggregates are deleted."""
+        for key in [k for k, owners in self._owners.items() if owner in owners and k not in keep]:
             self._owners[key].discard(owner)
             if not self._owners[key]:
                 del self._owners[key]

@@ -12,7 +12,13 @@ from audience_manager.rules.attributes import (
     ComputedAttribute,
     parse_attribute,
 )
-from audience_manager.rules.errors import RuleIssue, RuleValidationError
+from audience_manager.rules.errors import (
+    Loc,
+    RuleIssue,
+    RuleValidationError,
+    format_path,
+    issues_from_validation_error,
+)
 from audience_manager.rules.model import (
     MAX_CONDITIONS,
     MAX_DEPTH,
@@ -27,6 +33,7 @@ from audience_manager.rules.model import (
     Group,
     Not,
     SegmentReference,
+    check_where,
     compile_pattern,
     iter_conditions,
     parse_rules,
@@ -61,11 +68,15 @@ __all__ = [
     "CountSpec",
     "EventCondition",
     "Group",
+    "Loc",
     "Not",
     "RuleIssue",
     "RuleValidationError",
     "SegmentReference",
+    "check_where",
     "compile_pattern",
+    "format_path",
+    "issues_from_validation_error",
     "iter_conditions",
     "parse_attribute",
     "parse_duration_ms",

@@ -21,19 +21,13 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from audience_manager.rules.checks import check_dotted_path, check_event_type, check_window
 from audience_manager.rules.errors import (
     RuleIssue,
     RuleValidationError,
     issues_from_validation_error,
 )
-from audience_manager.rules.model import (
-    MAX_CONDITIONS,
-    AttributeCondition,
-    check_dotted_path,
-    check_event_type,
-    check_where,
-    check_window,
-)
+from audience_manager.rules.model import MAX_CONDITIONS, AttributeCondition, check_where
 from audience_manager.rules.timeparse import parse_duration_ms
 
 __all__ = [

@@ -35,9 +35,14 @@ __all__ = [
     "CompiledRule",
     "EvalContext",
     "FieldRef",
+    "GroupNode",
     "Leaf",
+    "Node",
+    "NotNode",
+    "SegmentLeaf",
     "compile_rule",
     "compile_where",
+    "resolve_field",
 ]
 
 RowArray = npt.NDArray[np.int64]

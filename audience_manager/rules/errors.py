@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-__all__ = ["RuleIssue", "RuleValidationError"]
+__all__ = ["Loc", "RuleIssue", "RuleValidationError", "format_path", "issues_from_validation_error"]
 
 Loc = Sequence[str | int]
 

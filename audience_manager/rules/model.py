@@ -8,13 +8,9 @@ path names the offending node (``rules.conditions[1].operator``).
 from __future__ import annotations
 
 import builtins
-import functools
-import math
-import re
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal, TypeAlias, TypeGuard, get_args
+from typing import Annotated, Any, Literal, TypeAlias, get_args
 
-import re2
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,13 +26,27 @@ from pydantic import (
     model_validator,
 )
 
+from audience_manager.rules.checks import (
+    COMPARE_OPERATORS,
+    MAX_IN_ITEMS,
+    Number,
+    check_attribute_value,
+    check_dotted_path,
+    check_event_type,
+    check_operator,
+    check_window,
+    compile_pattern,
+    duration_or_none,
+    lists_from_tuples,
+    validate_compare_value,
+)
 from audience_manager.rules.errors import (
     Loc,
     RuleIssue,
     RuleValidationError,
     issues_from_validation_error,
 )
-from audience_manager.rules.timeparse import MAX_WINDOW_MS, parse_duration_ms, parse_timestamp_ms
+from audience_manager.rules.timeparse import parse_duration_ms, parse_timestamp_ms
 
 __all__ = [
     "MAX_CONDITIONS",
@@ -52,6 +62,7 @@ __all__ = [
     "Group",
     "Not",
     "SegmentReference",
+    "check_where",
     "compile_pattern",
     "iter_conditions",
     "parse_rules",
@@ -61,7 +72,6 @@ __all__ = [
 
 MAX_DEPTH = 8
 MAX_CONDITIONS = 200
-MAX_IN_ITEMS = 10_000
 
 AttributeOperator = Literal[
     "eq", "neq", "gt", "gte", "lt", "lte", "between", "in", "not_in", "contains",
@@ -70,142 +80,10 @@ AttributeOperator = Literal[
 ]  # fmt: skip
 CompareOperator = Literal["eq", "neq", "gt", "gte", "lt", "lte", "between"]
 EventAggregate = Literal["count", "sum", "min", "max", "avg"]
-Number: TypeAlias = int | float
 CompareValue: TypeAlias = Number | tuple[Number, Number]
 """A count or aggregate bound: a number, or ``(low, high)`` for ``between``."""
 
 _ATTRIBUTE_OPERATORS: tuple[str, ...] = get_args(AttributeOperator)
-_COMPARE_OPERATORS: tuple[str, ...] = get_args(CompareOperator)
-_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # the reason goes into the error message, not to stderr
-_BETWEEN = "between needs [low, high] with low <= high"
-
-
-@functools.lru_cache(maxsize=1024)
-def compile_pattern(pattern: str) -> Any:
-    """Compile ``pattern`` with RE2 (cached); raise ``ValueError`` with RE2's reason."""
-    try:
-        return re2.compile(pattern, _RE2_OPTIONS)
-    except re2.error as exc:
-        reason = exc.args[0] if exc.args else "invalid pattern"
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        raise ValueError(f"invalid RE2 pattern {pattern!r}: {reason}") from None
-
-
-def check_operator(value: object, allowed: tuple[str, ...]) -> object:
-    """Reject an unknown operator with the list of the known ones."""
-    if not isinstance(value, str):
-        raise ValueError("operator must be a string")
-    if value not in allowed:
-        raise ValueError(f"unknown operator {value!r}; expected one of {', '.join(allowed)}")
-    return value
-
-
-def check_dotted_path(value: str) -> str:
-    """Reject paths with empty segments such as ``a..b`` or ``.a``."""
-    if "" in value.split("."):
-        raise ValueError(f"{value!r} is not a dotted path like 'address.city'")
-    return value
-
-
-def check_event_type(value: str) -> str:
-    """Check an event type against ``[A-Za-z0-9_.:-]{1,64}``."""
-    if _EVENT_TYPE.fullmatch(value) is None:
-        raise ValueError(f"invalid event type {value!r}: use 1-64 of A-Z a-z 0-9 _ . : -")
-    return value
-
-
-def check_window(value: str | None) -> str | None:
-    """Check a ``within`` window: a duration of at most 365 days."""
-    if value is not None and parse_duration_ms(value) > MAX_WINDOW_MS:
-        raise ValueError(f"window {value!r} is longer than 365d")
-    return value
-
-
-def _is_number(value: object) -> TypeGuard[Number]:
-    # bool is an int subclass but never a number in rules; NaN and infinities never compare.
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_bounds(value: object) -> tuple[Number, Number]:
-    if isinstance(value, list | tuple) and len(value) == 2:
-        low, high = value
-        if _is_number(low) and _is_number(high) and low <= high:
-            return low, high
-    raise ValueError(_BETWEEN)
-
-
-def _validate_compare_value(
-    operator: object, value: object, handler: ValidatorFunctionWrapHandler
-) -> object:
-    # Checked here rather than by pydantic, whose lax mode would take "3" for 3 and word
-    # a union's errors for programmers.
-    if operator not in _COMPARE_OPERATORS:
-        return value  # cannot be judged without a valid operator, which is reported itself
-    if operator == "between":
-        return handler(_check_bounds(value))
-    if _is_number(value):
-        return handler(value)
-    raise ValueError(f"{operator} needs a number")
-
-
-def _check_attribute_value(operator: str, value: JsonValue) -> None:
-    if operator in ("exists", "not_exists"):
-        if value is not None:
-            raise ValueError(f"{operator} takes no value")
-        return
-    if value is None:
-        hint = " (use not_exists for a missing attribute)" if operator in ("eq", "neq") else ""
-        raise ValueError(f"{operator} needs a value{hint}")
-    if operator in ("gt", "gte", "lt", "lte"):
-        if not (_is_number(value) or isinstance(value, str)):
-            raise ValueError(f"{operator} needs a number or a string")
-    elif operator == "between":
-        _check_bounds(value)
-    elif operator in ("in", "not_in"):
-        if not isinstance(value, list):
-            raise ValueError(f"{operator} needs a list of values")
-        if len(value) > MAX_IN_ITEMS:
-            raise ValueError(f"{operator} takes at most {MAX_IN_ITEMS} values, got {len(value)}")
-    elif operator in ("contains", "not_contains"):
-        if not isinstance(value, str | bool) and not _is_number(value):
-            raise ValueError(f"{operator} needs a string, a number or a boolean")
-    elif operator in ("starts_with", "ends_with", "matches", "before", "after", "within_last"):
-        if not isinstance(value, str):
-            raise ValueError(f"{operator} needs a string")
-        if operator == "matches":
-            compile_pattern(value)
-        elif operator == "within_last":
-            parse_duration_ms(value)
-        elif operator in ("before", "after") and _duration_or_none(value) is None:
-            _parse_instant(value, operator)
-
-
-def _lists(value: object) -> object:
-    if isinstance(value, list | tuple):
-        return [_lists(item) for item in value]
-    return value
-
-
-def _duration_or_none(value: str) -> int | None:
-    try:
-        return parse_duration_ms(value)
-    except ValueError:
-        return None
-
-
-def _parse_instant(value: str, operator: str) -> int:
-    # The message names both forms that before/after accept.
-    try:
-        return parse_timestamp_ms(value)
-    except ValueError:
-        raise ValueError(
-            f"{operator} needs an ISO-8601 timestamp or a duration like '7d', got {value!r}"
-        ) from None
 
 
 class _Frozen(BaseModel):
@@ -233,21 +111,21 @@ class AttributeCondition(_Frozen):
     @classmethod
     def _tuples_as_lists(cls, value: object) -> object:
         # Python callers may pass a count's ``(low, high)``; JSON has only lists.
-        return _lists(value)
+        return lists_from_tuples(value)
 
     @field_validator("value")
     @classmethod
     def _value_fits_operator(cls, value: JsonValue, info: ValidationInfo) -> JsonValue:
         operator = info.data.get("operator")
         if operator is not None:  # an invalid operator is reported on its own
-            _check_attribute_value(operator, value)
+            check_attribute_value(operator, value)
         return value
 
     @model_validator(mode="after")
     def _parse_times(self) -> AttributeCondition:
         # Parsed once here so that evaluators never parse per profile.
         if self.operator in ("before", "after", "within_last") and isinstance(self.value, str):
-            self._duration_ms = _duration_or_none(self.value)
+            self._duration_ms = duration_or_none(self.value)
             if self._duration_ms is None and self.operator != "within_last":
                 self._instant_ms = parse_timestamp_ms(self.value)
         return self
@@ -278,14 +156,14 @@ class CountSpec(_Frozen):
     @field_validator("operator", mode="before")
     @classmethod
     def _known_operator(cls, value: object) -> object:
-        return check_operator(value, _COMPARE_OPERATORS)
+        return check_operator(value, COMPARE_OPERATORS)
 
     @field_validator("value", mode="wrap")
     @classmethod
     def _value_fits_operator(
         cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
     ) -> object:
-        return _validate_compare_value(info.data.get("operator"), value, handler)
+        return validate_compare_value(info.data.get("operator"), value, handler)
 
 
 def check_where(conditions: tuple[AttributeCondition, ...]) -> tuple[AttributeCondition, ...]:
@@ -357,7 +235,7 @@ class EventCondition(_Frozen):
                 "operator needs an aggregate; to compare the number of events "
                 'use "count": {"operator": ..., "value": ...}'
             )
-        return None if value is None else check_operator(value, _COMPARE_OPERATORS)
+        return None if value is None else check_operator(value, COMPARE_OPERATORS)
 
     @field_validator("value", mode="wrap")
     @classmethod
@@ -371,7 +249,7 @@ class EventCondition(_Frozen):
             return None
         if aggregate is None and "aggregate" in info.data:
             raise ValueError("value needs an aggregate")
-        return _validate_compare_value(info.data.get("operator"), value, handler)
+        return validate_compare_value(info.data.get("operator"), value, handler)
 
     @builtins.property  # the ``property`` field shadows the builtin in this class body
     def within_ms(self) -> int | None:

@@ -23,6 +23,7 @@ from strategies import (
     computed_attributes,
     event_streams,
     events,
+    instants,
     segment_sets,
     trait_keys,
     user_pools,
@@ -193,7 +194,7 @@ def test_engine_agrees_with_reference(data: st.DataObject) -> None:
     keys = data.draw(trait_keys(), label="trait keys")
     segments = data.draw(segment_sets([a.name for a in attributes], keys), label="segments")
     stream = data.draw(event_streams(keys), label="events")
-    now = BASE + data.draw(st.integers(-HOUR, 2 * HOUR), label="now - BASE")
+    now = data.draw(instants(stream), label="now")
 
     run = Run(now, attributes)
     run.define(segments)
@@ -215,7 +216,7 @@ def test_batch_split_does_not_change_anything(data: st.DataObject) -> None:
     segments = data.draw(segment_sets([a.name for a in attributes], keys), label="segments")
     stream = data.draw(event_streams(keys), label="events")
     batches = data.draw(batch_splits(stream), label="batches")
-    now = BASE + data.draw(st.integers(-HOUR, 2 * HOUR), label="now - BASE")
+    now = data.draw(instants(stream), label="now")
 
     whole, split = Run(now, attributes), Run(now, attributes)
     for run in (whole, split):
@@ -249,10 +250,9 @@ def timed_batches(
     for _ in range(draw(st.integers(1, 4))):
         clock += draw(st.sampled_from([0, 0, 1, 999, 1000, 30_000]) | st.integers(0, 20 * MINUTE))
         batches.append((clock, draw(events(users, keys, spread=HOUR, max_size=15))))
-    end = clock + draw(
-        st.sampled_from([1000, 5000, 30_000, MINUTE, 2 * MINUTE, HOUR, 3 * HOUR, 25 * HOUR])
-        | st.integers(0, 3 * HOUR)
-    )
+    later = st.sampled_from([1000, 5000, 30_000, MINUTE, 2 * MINUTE, HOUR, 3 * HOUR, 25 * HOUR])
+    stream = [event for _, batch in batches for event in batch]
+    end = max(clock, draw((later | st.integers(0, 3 * HOUR)).map(clock.__add__) | instants(stream)))
     return start, batches, end
 
 
@@ -263,9 +263,9 @@ def test_time_passing_matches_a_fresh_engine_and_the_reference(data: st.DataObje
     keys = data.draw(trait_keys(), label="trait keys")
     segments = data.draw(segment_sets([a.name for a in attributes], keys), label="segments")
     start, batches, end = data.draw(timed_batches(keys), label="start, batches, end")
-    checkpoints = sorted(
-        data.draw(st.lists(st.integers(start, end), max_size=4), label="checkpoints")
-    )
+    stream = [event for _, batch in batches for event in batch]
+    checkpoint = st.integers(start, end) | instants(stream).map(lambda t: min(max(t, start), end))
+    checkpoints = sorted(data.draw(st.lists(checkpoint, max_size=4), label="checkpoints"))
 
     stepped, fresh = Run(start, attributes), Run(start, attributes)
     stepped.define(segments)
@@ -375,7 +375,7 @@ def test_backfill_equals_defining_first(data: st.DataObject) -> None:
     )
     stream = data.draw(event_streams(keys), label="events")
     batches = data.draw(batch_splits(stream), label="batches")
-    now = BASE + data.draw(st.integers(-HOUR, 2 * HOUR), label="now - BASE")
+    now = data.draw(instants(stream), label="now")
 
     backfilled, upfront = Run(now, attributes), Run(now, attributes)
     backfilled.define(early)

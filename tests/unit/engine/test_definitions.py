@@ -1,0 +1,115 @@
+"""Segment and attribute definitions over time: redefinition, history replay, backfill."""
+
+from __future__ import annotations
+
+from audience_manager.engine import Engine, Event, ManualClock, SegmentDefinition
+from audience_manager.rules.attributes import ComputedAttribute
+from audience_manager.rules.model import parse_rules
+
+T0 = 1_767_225_600_000
+
+
+def purchases(*amounts: float, user: str = "u1") -> list[Event]:
+    return [Event(user, "purchase", T0, {"amount": a}) for a in amounts]
+
+
+def count_rule(n: int) -> dict[str, object]:
+    return {"conditions": [{"event": "purchase", "count": {"operator": "gte", "value": n}}]}
+
+
+def test_redefining_a_segment_keeps_the_state_of_aggregates_it_still_uses() -> None:
+    engine = Engine(ManualClock(T0))
+    engine.upsert_segment(SegmentDefinition("s", "Two purchases", parse_rules(count_rule(2))))
+    engine.apply(purchases(10, 15))
+    assert engine.members("s") == {"u1"}
+
+    engine.upsert_segment(SegmentDefinition("s", "Renamed", parse_rules(count_rule(2))))
+
+    assert engine.members("s") == {"u1"}
+    assert engine.segment_id("Renamed") == "s"
+
+
+def test_changing_a_rule_reevaluates_everyone() -> None:
+    engine = Engine(ManualClock(T0))
+    engine.upsert_segment(SegmentDefinition("s", "S", parse_rules(count_rule(2))))
+    engine.apply(purchases(10, 15) + purchases(5, user="u2"))
+
+    changes = engine.upsert_segment(SegmentDefinition("s", "S", parse_rules(count_rule(3))))
+
+    assert {(c.user_id, c.change) for c in changes} == {("u1", "exit")}
+    assert engine.members("s") == set()
+
+
+def test_a_new_event_condition_counts_the_replayed_history() -> None:
+    engine = Engine(ManualClock(T0))
+    history = [purchases(10, 15), purchases(1, user="u2")]
+    for batch in history:
+        engine.apply(batch)
+
+    priced = {"event": "purchase", "where": [{"field": "amount", "operator": "gt", "value": 0}]}
+    large = {"event": "purchase", "where": [{"field": "amount", "operator": "gte", "value": 10}]}
+    without = engine.upsert_segment(
+        SegmentDefinition("a", "A", parse_rules({"conditions": [large]}))
+    )
+    with_history = engine.upsert_segment(
+        SegmentDefinition("b", "B", parse_rules({"conditions": [priced]})), history=history
+    )
+
+    assert without == []  # its aggregate started empty: no history was given
+    assert {c.user_id for c in with_history} == {"u1", "u2"}
+    assert engine.members("b") == {"u1", "u2"}
+
+
+def test_an_event_condition_equal_to_a_builtin_shares_its_history() -> None:
+    engine = Engine(ManualClock(T0))
+    engine.apply(purchases(10, 15))
+
+    # "count purchase" is the aggregate behind purchaseCount, which saw every event.
+    engine.upsert_segment(SegmentDefinition("a", "A", parse_rules(count_rule(2))))
+
+    assert engine.members("a") == {"u1"}
+
+
+def test_history_is_not_counted_twice_by_a_shared_aggregate() -> None:
+    engine = Engine(ManualClock(T0))
+    engine.upsert_segment(SegmentDefinition("a", "A", parse_rules(count_rule(2))))
+    history = [purchases(10, 15)]
+    engine.apply(history[0])
+
+    # Same aggregate as "a": it already counted these events and must not see them again.
+    engine.upsert_segment(SegmentDefinition("b", "B", parse_rules(count_rule(3))), history=history)
+
+    assert engine.members("b") == set()
+
+
+def test_a_new_computed_attribute_counts_the_replayed_history() -> None:
+    engine = Engine(ManualClock(T0))
+    history = [purchases(10, 15, 20)]
+    engine.apply(history[0])
+
+    engine.upsert_attribute(
+        ComputedAttribute(
+            name="biggest", event_type="purchase", aggregate="max", property="amount"
+        ),
+        history=history,
+    )
+
+    profile = engine.profile("u1")
+    assert profile is not None
+    assert profile["attributes"]["biggest"] == 20
+
+
+def test_backfill_evaluates_every_profile() -> None:
+    engine = Engine(ManualClock(T0))
+    engine.apply(
+        [
+            Event(f"u{i}", "identify", T0, {}, {"plan": "pro" if i % 2 else "free"})
+            for i in range(10)
+        ]
+    )
+    rule = {"conditions": [{"field": "plan", "operator": "eq", "value": "pro"}]}
+
+    changes = engine.upsert_segment(SegmentDefinition("pro", "Pro", parse_rules(rule)))
+
+    assert {c.user_id for c in changes} == {f"u{i}" for i in range(1, 10, 2)}
+    assert engine.backfill("pro") == []  # nothing changed since
