@@ -19,7 +19,6 @@ from audience_manager.rules.values import (
     STR,
     StringDictionary,
     ValueVector,
-    classify,
 )
 
 __all__ = ["BitColumn", "Column", "RowArray", "grow"]
@@ -79,33 +78,16 @@ class Column:
 
     def set_many(self, rows: RowArray, values: list[Any]) -> None:
         """Store ``values`` at distinct ``rows`` (None clears)."""
-        kinds: list[int] = []
-        nums: list[float] = []
-        codes: list[int] = []
-        others: list[tuple[int, Any]] = []
-        code_of = self.strings.code
-        for position, value in enumerate(values):
-            if value.__class__ is str:
-                kinds.append(STR)
-                nums.append(0.0)
-                codes.append(code_of(value))
-                continue
-            kind, x = classify(value)
-            kinds.append(kind)
-            nums.append(x)
-            codes.append(0)
-            if kind == OTHER:
-                others.append((position, value))
+        vector = ValueVector.from_values(values, self.strings)
         if self.other:
             for row in rows[self.kind[rows] == OTHER].tolist():
                 del self.other[row]
-        kind_array = np.asarray(kinds, dtype=np.uint8)
-        self.kind[rows] = kind_array
-        if self._num is not None or (kind_array != STR).any():
-            self.num[rows] = nums
-        if self._code is not None or (kind_array == STR).any():
-            self.code[rows] = codes
-        for position, value in others:
+        self.kind[rows] = vector.kind
+        if self._num is not None or (vector.kind != STR).any():
+            self.num[rows] = vector.num
+        if self._code is not None or (vector.kind == STR).any():
+            self.code[rows] = vector.code
+        for position, value in vector.other.items():
             self.other[int(rows[position])] = value
 
     def get(self, row: int) -> Any:

@@ -204,7 +204,8 @@ class Engine:
         self._apply_traits(accepted, rows, ts, touched)
         self._apply_aggregates(batch, rows, ts, seq, now, touched)
         fresh = np.arange(first_new, self.ids.capacity, dtype=np.int64)
-        result.changes.extend(self._reevaluate(touched, self._everywhere(fresh), now))
+        changes = self._reevaluate(touched, self._everywhere(fresh), now, universe=unique)
+        result.changes.extend(changes)
         result.profiles = self.ids.user_ids(unique)
         return result
 
@@ -251,17 +252,32 @@ class Engine:
     def _apply_traits(
         self, events: list[Event], rows: RowArray, ts: RowArray, touched: dict[str, RowArray]
     ) -> None:
-        by_key: dict[str, tuple[list[int], list[Any]]] = {}
+        # Events usually carry the same set of traits: group by key set, transpose with zip.
+        shapes: dict[tuple[str, ...], tuple[list[int], list[tuple[Any, ...]]]] = {}
         for position, event in enumerate(events):
-            if event.traits:
-                for key, value in event.traits.items():
-                    entry = by_key.get(key)
-                    if entry is None:
-                        entry = by_key[key] = ([], [])
-                    entry[0].append(position)
-                    entry[1].append(value)
-        for key, (positions, values) in by_key.items():
-            index = np.asarray(positions, dtype=np.int64)
+            traits = event.traits
+            if traits:
+                shape = tuple(traits)
+                group = shapes.get(shape)
+                if group is None:
+                    group = shapes[shape] = ([], [])
+                group[0].append(position)
+                group[1].append(tuple(traits.values()))
+        by_key: dict[str, list[tuple[list[int], list[Any]]]] = {}
+        for shape, (positions, values) in shapes.items():
+            for key, column in zip(shape, zip(*values, strict=True), strict=True):
+                by_key.setdefault(key, []).append((positions, list(column)))
+        for key, parts in by_key.items():
+            if len(parts) == 1:
+                index, values = np.asarray(parts[0][0], dtype=np.int64), parts[0][1]
+            else:  # back into arrival order
+                merged = sorted(
+                    (p, v)
+                    for positions, vals in parts
+                    for p, v in zip(positions, vals, strict=True)
+                )
+                index = np.asarray([p for p, _ in merged], dtype=np.int64)
+                values = [v for _, v in merged]
             changed = self.table.set_traits(key, rows[index], values, ts[index])
             if len(changed):
                 touched["trait:" + key] = changed
@@ -306,24 +322,41 @@ class Engine:
     # -- evaluation -------------------------------------------------------------------
 
     def _reevaluate(
-        self, touched: dict[str, RowArray], extra: dict[str, RowArray], now: int
+        self,
+        touched: dict[str, RowArray],
+        extra: dict[str, RowArray],
+        now: int,
+        universe: RowArray | None = None,
     ) -> list[MembershipChange]:
-        """Re-evaluate affected segments in dependency order; return the changes."""
+        """Re-evaluate affected segments in dependency order; return the changes.
+
+        ``universe``: sorted rows that contain every touched row (a batch's users), which
+        lets the rows of a segment be unioned without sorting.
+        """
         changes: list[MembershipChange] = []
         affected = self._index.affected(touched.keys()) | extra.keys()
         if not affected:
             return changes
         context = _Context(self, now)
+        unions: dict[tuple[str, ...], RowArray] = {}
         for segment_id in self._order:
             segment = self._segments[segment_id]
             if segment.compiled is None:
                 continue
-            parts = [touched[k] for k in segment.compiled.dependencies if k in touched]
+            keys = tuple(k for k in segment.compiled.dependencies if k in touched)
+            parts = [touched[k] for k in keys]
             if segment_id in extra:
                 parts.append(extra[segment_id])
             if not parts:
                 continue
-            rows = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+            if len(parts) == 1:
+                rows = parts[0]
+            elif segment_id not in extra and keys in unions:
+                rows = unions[keys]  # segments reading the same things share the work
+            else:
+                rows = _union(parts, universe)
+                if segment_id not in extra:
+                    unions[keys] = rows
             held = segment.compiled.evaluate(context, rows)
             new_changes, changed = self._commit(segment_id, rows, held, now)
             changes.extend(new_changes)
@@ -522,6 +555,16 @@ class _Context:
 
     def membership(self, segment_id: str, rows: RowArray) -> BoolArray:
         return self.engine._segments[segment_id].member.get(rows)
+
+
+def _union(parts: list[RowArray], universe: RowArray | None) -> RowArray:
+    """Sorted distinct rows of all ``parts`` (each a subset of ``universe`` when given)."""
+    if universe is None:
+        return np.unique(np.concatenate(parts))
+    mask = np.zeros(len(universe), dtype=np.bool_)
+    for part in parts:
+        mask[np.searchsorted(universe, part)] = True
+    return universe[mask]
 
 
 class _Batch:

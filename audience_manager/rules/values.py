@@ -207,6 +207,10 @@ class ValueVector:
             assigned = dictionary.codes(values)
             kind = np.where(assigned >= 0, np.uint8(STR), np.uint8(MISSING)).astype(np.uint8)
             return cls(kind, np.zeros(len(values)), np.maximum(assigned, 0), dictionary, {})
+        if classes == _BOOLS:
+            num = np.asarray(values, dtype=np.float64)
+            kind = np.full(len(values), BOOL, dtype=np.uint8)
+            return cls(kind, num, np.zeros(len(values), np.int32), dictionary, {})
         if classes <= _NUMBERS:
             num = np.asarray(values, dtype=np.float64)
             # Strictly below: 2**53 + 1 rounds to 2**53 and must take the exact path.
@@ -267,3 +271,4 @@ class ValueVector:
 _EMPTY_DICTIONARY: Final = StringDictionary()
 _STRINGS: Final = frozenset({str, type(None)})
 _NUMBERS: Final = frozenset({int, float})
+_BOOLS: Final = frozenset({bool})
