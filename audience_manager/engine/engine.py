@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from audience_manager.engine.aggregates import Aggregate, create_aggregate
+from audience_manager.engine.batch import Batch, invalid_reason, union_rows
 from audience_manager.engine.columns import BitColumn, RowArray
+from audience_manager.engine.context import EngineContext
 from audience_manager.engine.events import Event
 from audience_manager.engine.frames import EventFrame
 from audience_manager.engine.profiles import ProfileTable
@@ -24,14 +25,13 @@ from audience_manager.engine.types import (
 )
 from audience_manager.membership import SegmentMembership, UserIds
 from audience_manager.rules.attributes import BUILTIN_ATTRIBUTES, ComputedAttribute
-from audience_manager.rules.compiler import AggregateSpec, CompiledRule, FieldRef, compile_rule
+from audience_manager.rules.compiler import AggregateSpec, CompiledRule, compile_rule
 from audience_manager.rules.deps import DependencyIndex, check_acyclic, evaluation_order
 from audience_manager.rules.explain import Explanation, explain
-from audience_manager.rules.values import BoolArray, ValueVector
+from audience_manager.rules.values import BoolArray
 
 __all__ = ["Engine"]
 
-_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _EMPTY = np.zeros(0, dtype=np.int64)
 
 
@@ -68,8 +68,11 @@ class Engine:
         self._seq = 0
         self._event_types: set[str] = set()  # event types already checked valid
         self._due = DueTimes()  # rows whose membership time alone may change
+        self._attribute_keys: dict[str, str] = {}
         for attribute in self.attributes.values():
-            self._own(AggregateSpec.of_attribute(attribute), "attribute:" + attribute.name)
+            spec = AggregateSpec.of_attribute(attribute)
+            self._attribute_keys[attribute.name] = spec.key
+            self._own(spec, "attribute:" + attribute.name)
         for attribute in attributes:
             self.upsert_attribute(attribute)
 
@@ -87,6 +90,7 @@ class Engine:
         spec = AggregateSpec.of_attribute(attribute)
         self._disown(owner, keep={spec.key})
         self.attributes[attribute.name] = attribute
+        self._attribute_keys[attribute.name] = spec.key
         created = self._own(spec, owner)
         self._replay(created, history)
         return self._recompile_all(owner)
@@ -96,6 +100,7 @@ class Engine:
         if name in BUILTIN_ATTRIBUTES or name not in self.attributes:
             raise KeyError(name)
         del self.attributes[name]
+        del self._attribute_keys[name]
         self._disown("attribute:" + name)
         return self._recompile_all("attribute:" + name)
 
@@ -201,7 +206,7 @@ class Engine:
         unique = np.unique(rows)
         touched: dict[str, RowArray] = {"attribute:firstSeen": unique, "attribute:lastSeen": unique}
         self.table.see(rows, ts)
-        self._apply_traits(accepted, rows, ts, touched)
+        self._apply_traits(batch, rows, ts, touched)
         self._apply_aggregates(batch, rows, ts, seq, now, touched)
         fresh = np.arange(first_new, self.ids.capacity, dtype=np.int64)
         changes = self._reevaluate(touched, self._everywhere(fresh), now, universe=unique)
@@ -209,21 +214,21 @@ class Engine:
         result.profiles = self.ids.user_ids(unique)
         return result
 
-    def _accept(self, events: Sequence[Event], result: ApplyResult) -> _Batch | None:
+    def _accept(self, events: Sequence[Event], result: ApplyResult) -> Batch | None:
         """The valid events of a batch; the others are recorded as rejected."""
-        batch = _Batch(list(events))
+        batch = Batch(list(events))
         if batch.plainly_valid(self._event_types):
             return batch  # the common case: checked as a whole
         accepted = []
         for index, event in enumerate(events):
-            reason = _invalid(event)
+            reason = invalid_reason(event)
             if reason is None:
                 accepted.append(event)
                 if len(self._event_types) < 100_000:
                     self._event_types.add(event.event_type)
             else:
                 result.rejected.append(Rejection(index, reason))
-        return _Batch(accepted) if accepted else None
+        return Batch(accepted) if accepted else None
 
     def advance(self, now: int | None = None) -> list[MembershipChange]:
         """Apply what time alone changes up to ``now`` (default: the clock)."""
@@ -250,41 +255,16 @@ class Engine:
         return self._reevaluate(touched, extra, now)
 
     def _apply_traits(
-        self, events: list[Event], rows: RowArray, ts: RowArray, touched: dict[str, RowArray]
+        self, batch: Batch, rows: RowArray, ts: RowArray, touched: dict[str, RowArray]
     ) -> None:
-        # Events usually carry the same set of traits: group by key set, transpose with zip.
-        shapes: dict[tuple[str, ...], tuple[list[int], list[tuple[Any, ...]]]] = {}
-        for position, event in enumerate(events):
-            traits = event.traits
-            if traits:
-                shape = tuple(traits)
-                group = shapes.get(shape)
-                if group is None:
-                    group = shapes[shape] = ([], [])
-                group[0].append(position)
-                group[1].append(tuple(traits.values()))
-        by_key: dict[str, list[tuple[list[int], list[Any]]]] = {}
-        for shape, (positions, values) in shapes.items():
-            for key, column in zip(shape, zip(*values, strict=True), strict=True):
-                by_key.setdefault(key, []).append((positions, list(column)))
-        for key, parts in by_key.items():
-            if len(parts) == 1:
-                index, values = np.asarray(parts[0][0], dtype=np.int64), parts[0][1]
-            else:  # back into arrival order
-                merged = sorted(
-                    (p, v)
-                    for positions, vals in parts
-                    for p, v in zip(positions, vals, strict=True)
-                )
-                index = np.asarray([p for p, _ in merged], dtype=np.int64)
-                values = [v for _, v in merged]
+        for key, (index, values) in batch.trait_columns().items():
             changed = self.table.set_traits(key, rows[index], values, ts[index])
             if len(changed):
                 touched["trait:" + key] = changed
 
     def _apply_aggregates(
         self,
-        batch: _Batch,
+        batch: Batch,
         rows: RowArray,
         ts: RowArray,
         seq: RowArray,
@@ -337,7 +317,7 @@ class Engine:
         affected = self._index.affected(touched.keys()) | extra.keys()
         if not affected:
             return changes
-        context = _Context(self, now)
+        context = EngineContext(self, now)
         unions: dict[tuple[str, ...], RowArray] = {}
         for segment_id in self._order:
             segment = self._segments[segment_id]
@@ -354,7 +334,7 @@ class Engine:
             elif segment_id not in extra and keys in unions:
                 rows = unions[keys]  # segments reading the same things share the work
             else:
-                rows = _union(parts, universe)
+                rows = union_rows(parts, universe)
                 if segment_id not in extra:
                     unions[keys] = rows
             held = segment.compiled.evaluate(context, rows)
@@ -406,8 +386,7 @@ class Engine:
         first, last = self.table.seen(row)
         rows = np.array([row], dtype=np.int64)
         attributes = {
-            name: self.aggregates[AggregateSpec.of_attribute(a).key].vector(rows).value(0)
-            for name, a in self.attributes.items()
+            name: self.attribute_aggregate(name).vector(rows).value(0) for name in self.attributes
         }
         return {
             "userId": user_id,
@@ -428,7 +407,7 @@ class Engine:
             member = bool(segment.member.get(np.array([row], dtype=np.int64))[0])
             return Explanation(segment.definition.id, user_id, member, member, None)
         return explain(
-            segment.compiled, _Context(self, self.now), segment.definition.id, user_id, row
+            segment.compiled, EngineContext(self, self.now), segment.definition.id, user_id, row
         )
 
     def delete_user(self, user_id: str) -> list[MembershipChange]:
@@ -448,6 +427,14 @@ class Engine:
             aggregate.clear(row)
         self.ids.release(user_id)
         return changes
+
+    def attribute_aggregate(self, name: str) -> Aggregate:
+        """The aggregate behind a built-in or computed attribute."""
+        return self.aggregates[self._attribute_keys[name]]
+
+    def member_bits(self, segment_id: str) -> BitColumn:
+        """The membership bit of every row for a segment."""
+        return self._segments[segment_id].member
 
     # -- internals --------------------------------------------------------------------
 
@@ -488,11 +475,13 @@ class Engine:
             return
         for events in history:
             known = [
-                e for e in events if _invalid(e) is None and self.ids.get(e.user_id) is not None
+                e
+                for e in events
+                if invalid_reason(e) is None and self.ids.get(e.user_id) is not None
             ]
             if not known:
                 continue
-            batch = _Batch(known)
+            batch = Batch(known)
             rows = np.asarray([self.ids.get(u) for u in batch.user_ids], dtype=np.int64)
             ts = np.asarray(batch.stamps, dtype=np.int64)
             seq = np.arange(self._seq, self._seq + len(known), dtype=np.int64)
@@ -530,101 +519,6 @@ class Engine:
             if segment.compiled is not None:
                 changes.extend(self.upsert_segment(segment.definition))
         return changes
-
-
-class _Context:
-    """Reads values for compiled rules from the engine's state at one instant."""
-
-    __slots__ = ("engine", "now")
-
-    def __init__(self, engine: Engine, now: int) -> None:
-        self.engine = engine
-        self.now = now
-
-    def vector(self, ref: FieldRef, rows: RowArray) -> ValueVector:
-        engine = self.engine
-        if ref.source == "trait":
-            return engine.table.trait_vector(ref.name, rows)
-        if ref.source == "time":
-            return engine.table.times(ref.name, rows)
-        if ref.source == "attribute":
-            spec = AggregateSpec.of_attribute(engine.attributes[ref.name])
-            return engine.aggregates[spec.key].vector(rows)
-        assert ref.aggregate is not None
-        return engine.aggregates[ref.aggregate.key].vector(rows)
-
-    def membership(self, segment_id: str, rows: RowArray) -> BoolArray:
-        return self.engine._segments[segment_id].member.get(rows)
-
-
-def _union(parts: list[RowArray], universe: RowArray | None) -> RowArray:
-    """Sorted distinct rows of all ``parts`` (each a subset of ``universe`` when given)."""
-    if universe is None:
-        return np.unique(np.concatenate(parts))
-    mask = np.zeros(len(universe), dtype=np.bool_)
-    for part in parts:
-        mask[np.searchsorted(universe, part)] = True
-    return universe[mask]
-
-
-class _Batch:
-    """The fields of a batch's events, pulled out once."""
-
-    __slots__ = ("codes", "events", "stamps", "type_codes", "types", "user_ids")
-
-    def __init__(self, events: list[Event]) -> None:
-        self.events = events
-        self.user_ids = [e.user_id for e in events]
-        self.stamps = [e.timestamp for e in events]
-        self.types = [e.event_type for e in events]
-        self.type_codes: dict[str, int] = {}
-        self.codes: list[int] = []
-
-    def plainly_valid(self, known: set[str]) -> bool:
-        """True when every event has a known type, a sane user id and time."""
-        codes = self.type_codes
-        setdefault = codes.setdefault
-        try:
-            self.codes = [setdefault(t, len(codes)) for t in self.types]
-        except TypeError:  # an unhashable event type
-            return False
-        lengths = list(map(len, self.user_ids)) if set(map(type, self.user_ids)) == {str} else [0]
-        return (
-            codes.keys() <= known
-            and min(lengths, default=1) > 0
-            and max(lengths, default=0) <= 256
-            and set(map(type, self.stamps)) <= {int}
-            and min(self.stamps, default=0) >= 0
-        )
-
-    def positions_by_type(self) -> dict[str, RowArray]:
-        """Positions of the events of each type, in arrival order."""
-        codes = self.type_codes
-        if not codes:
-            setdefault = codes.setdefault
-            self.codes = [setdefault(t, len(codes)) for t in self.types]
-        if len(codes) == 1:
-            return {next(iter(codes)): np.arange(len(self.events), dtype=np.int64)}
-        code = np.asarray(self.codes, dtype=np.int64)
-        order = np.argsort(code, kind="stable")
-        bounds = np.searchsorted(code[order], np.arange(len(codes) + 1))
-        return {t: order[bounds[c] : bounds[c + 1]] for t, c in codes.items()}
-
-
-def _invalid(event: Event) -> str | None:
-    if not isinstance(event.user_id, str) or not 1 <= len(event.user_id) <= 256:
-        return "userId must be a string of 1 to 256 characters"
-    if not isinstance(event.event_type, str) or not _EVENT_TYPE.fullmatch(event.event_type):
-        return "eventType must match [A-Za-z0-9_.:-]{1,64}"
-    if not isinstance(event.timestamp, int) or isinstance(event.timestamp, bool):
-        return "timestamp must be epoch milliseconds"
-    if event.timestamp < 0:
-        return "timestamp must not be before 1970"
-    if not isinstance(event.properties, dict):
-        return "properties must be an object"
-    if event.traits is not None and not isinstance(event.traits, dict):
-        return "traits must be an object"
-    return None
 
 
 def _iso(ms: int | None) -> str | None:
