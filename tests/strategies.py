@@ -14,7 +14,13 @@ from typing import Any
 from hypothesis import strategies as st
 
 from audience_manager.rules.attributes import ComputedAttribute
-from audience_manager.rules.model import Group, parse_rules
+from audience_manager.rules.model import (
+    AttributeCondition,
+    EventCondition,
+    Group,
+    iter_conditions,
+    parse_rules,
+)
 
 __all__ = [
     "BASE",
@@ -187,24 +193,40 @@ def _iso_ms(text: str) -> int:
 
 
 @st.composite
-def _edge_instant(draw: st.DrawFn, stamps: tuple[int, ...]) -> int:
+def _edge_instant(
+    draw: st.DrawFn, stamps: tuple[int, ...], durations: tuple[int, ...], windows: tuple[int, ...]
+) -> int:
     at = draw(st.sampled_from(stamps))
     if draw(st.booleans()):
-        edge = at + duration_ms(draw(st.sampled_from(DURATIONS)))
+        edge = at + draw(st.sampled_from(durations))
     else:
-        window = duration_ms(draw(st.sampled_from(WINDOWS)))
+        window = draw(st.sampled_from(windows))
         width = max(1000, window // 100)
         edge = (at // width + 1) * width + window
     return edge + draw(st.sampled_from([-1, 0, 0, 1]))
 
 
-def instants(stream: list[dict[str, Any]]) -> st.SearchStrategy[int]:
-    """A clock time: around ``BASE``, or on the edge of a duration or window of an event
-    time (or a time trait), where off-by-one mistakes show."""
+def instants(
+    stream: list[dict[str, Any]],
+    segments: list[tuple[str, str, Group]] = (),  # type: ignore[assignment]
+    attributes: list[ComputedAttribute] = (),  # type: ignore[assignment]
+) -> st.SearchStrategy[int]:
+    """A clock time: around ``BASE``, or on the edge of a duration or window (of the rules
+    given, else any) after an event time or a time trait, where off-by-one mistakes show."""
     stamps = {BASE, *(e["timestamp"] for e in stream), *map(_iso_ms, ISO_TIMES)}
-    return st.integers(-HOUR, 2 * HOUR).map(lambda d: BASE + d) | _edge_instant(
-        tuple(sorted(stamps))
+    durations, windows = set(), {a.within_ms for a in attributes if a.within_ms}
+    for _, _, rules in segments:
+        for node in iter_conditions(rules):
+            if isinstance(node, AttributeCondition) and node.duration_ms is not None:
+                durations.add(node.duration_ms)
+            elif isinstance(node, EventCondition) and node.within_ms is not None:
+                windows.add(node.within_ms)
+    edges = _edge_instant(
+        tuple(sorted(stamps)),
+        tuple(sorted(durations or map(duration_ms, DURATIONS))),
+        tuple(sorted(windows or map(duration_ms, WINDOWS))),
     )
+    return st.integers(-HOUR, 2 * HOUR).map(lambda d: BASE + d) | edges
 
 
 # -- attribute conditions -----------------------------------------------------------------

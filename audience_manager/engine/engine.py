@@ -46,8 +46,9 @@ class Engine:
     """Profiles and segment membership of every user, updated by events and by time.
 
     ``apply`` and ``advance`` return every enter and exit; membership at any instant equals
-    the rules evaluated from scratch at that instant (``docs/rules.md``). Aggregates that a
-    new rule introduces count the events applied after it was defined.
+    the rules evaluated from scratch at that instant (``docs/rules.md``). An aggregate that
+    a new rule introduces (an event condition no other rule or attribute shares) starts
+    empty unless the events applied so far are passed as ``history``.
     """
 
     def __init__(

@@ -194,7 +194,7 @@ def test_engine_agrees_with_reference(data: st.DataObject) -> None:
     keys = data.draw(trait_keys(), label="trait keys")
     segments = data.draw(segment_sets([a.name for a in attributes], keys), label="segments")
     stream = data.draw(event_streams(keys), label="events")
-    now = data.draw(instants(stream), label="now")
+    now = data.draw(instants(stream, segments, attributes), label="now")
 
     run = Run(now, attributes)
     run.define(segments)
@@ -216,7 +216,7 @@ def test_batch_split_does_not_change_anything(data: st.DataObject) -> None:
     segments = data.draw(segment_sets([a.name for a in attributes], keys), label="segments")
     stream = data.draw(event_streams(keys), label="events")
     batches = data.draw(batch_splits(stream), label="batches")
-    now = data.draw(instants(stream), label="now")
+    now = data.draw(instants(stream, segments, attributes), label="now")
 
     whole, split = Run(now, attributes), Run(now, attributes)
     for run in (whole, split):
@@ -375,7 +375,7 @@ def test_backfill_equals_defining_first(data: st.DataObject) -> None:
     )
     stream = data.draw(event_streams(keys), label="events")
     batches = data.draw(batch_splits(stream), label="batches")
-    now = data.draw(instants(stream), label="now")
+    now = data.draw(instants(stream, segments, attributes), label="now")
 
     backfilled, upfront = Run(now, attributes), Run(now, attributes)
     backfilled.define(early)
