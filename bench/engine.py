@@ -12,13 +12,16 @@ import argparse
 import gc
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from audience_manager.engine import Engine, Event, ManualClock, SegmentDefinition
+from audience_manager.engine.snapshot import load_snapshot, save_snapshot
 from audience_manager.membership import parse_audience
 from audience_manager.membership.audience import count as audience_count
 from audience_manager.rules.model import parse_rules
@@ -298,6 +301,18 @@ def main() -> None:
         f"RSS per profile: {per_profile:,.0f} bytes (engine state after all events, "
         f"10 traits each, 100 segments)"
     )
+
+    with tempfile.TemporaryDirectory() as directory:
+        t = time.perf_counter()
+        path = save_snapshot(Path(directory), engine, {0: applied})
+        saved = time.perf_counter() - t
+        t = time.perf_counter()
+        load_snapshot(path, clock)
+        loaded = time.perf_counter() - t
+        print(
+            f"snapshot: {path.stat().st_size / 1e6:,.0f} MB, saved in {saved:.2f} s, "
+            f"loaded in {loaded:.2f} s"
+        )
 
     expression = parse_audience(
         {

@@ -8,6 +8,7 @@ numbers, booleans, lists, objects, nulls) are mixed in on both sides.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -194,9 +195,12 @@ def _iso_ms(text: str) -> int:
 
 @st.composite
 def _edge_instant(
-    draw: st.DrawFn, stamps: tuple[int, ...], durations: tuple[int, ...], windows: tuple[int, ...]
+    draw: st.DrawFn,
+    stamps: tuple[tuple[int, ...], tuple[int, ...]],
+    durations: tuple[int, ...],
+    windows: tuple[int, ...],
 ) -> int:
-    at = draw(st.sampled_from(stamps))
+    at = draw(st.sampled_from(stamps[0]) | st.sampled_from(stamps[1]))
     if draw(st.booleans()):
         edge = at + draw(st.sampled_from(durations))
     else:
@@ -208,13 +212,20 @@ def _edge_instant(
 
 def instants(
     stream: list[dict[str, Any]],
-    segments: list[tuple[str, str, Group]] = (),  # type: ignore[assignment]
-    attributes: list[ComputedAttribute] = (),  # type: ignore[assignment]
+    segments: Sequence[tuple[str, str, Group]] = (),
+    attributes: Sequence[ComputedAttribute] = (),
 ) -> st.SearchStrategy[int]:
     """A clock time: around ``BASE``, or on the edge of a duration or window (of the rules
     given, else any) after an event time or a time trait, where off-by-one mistakes show."""
-    stamps = {BASE, *(e["timestamp"] for e in stream), *map(_iso_ms, ISO_TIMES)}
-    durations, windows = set(), {a.within_ms for a in attributes if a.within_ms}
+    # First and last seen of every user, and time traits, are what time operators read.
+    seen: dict[str, list[int]] = {}
+    for event in stream:
+        seen.setdefault(event["user_id"], []).append(event["timestamp"])
+    edges_of = {BASE, *map(_iso_ms, ISO_TIMES)}
+    edges_of.update(t for times in seen.values() for t in (min(times), max(times)))
+    every = edges_of | {e["timestamp"] for e in stream}
+    durations: set[int] = set()
+    windows = {a.within_ms for a in attributes if a.within_ms is not None}
     for _, _, rules in segments:
         for node in iter_conditions(rules):
             if isinstance(node, AttributeCondition) and node.duration_ms is not None:
@@ -222,7 +233,7 @@ def instants(
             elif isinstance(node, EventCondition) and node.within_ms is not None:
                 windows.add(node.within_ms)
     edges = _edge_instant(
-        tuple(sorted(stamps)),
+        (tuple(sorted(edges_of)), tuple(sorted(every))),
         tuple(sorted(durations or map(duration_ms, DURATIONS))),
         tuple(sorted(windows or map(duration_ms, WINDOWS))),
     )
@@ -311,17 +322,25 @@ def _comparison(operator: str, name: str, relative_time: bool) -> st.SearchStrat
 
 
 @functools.cache
-def _comparisons(name: str, relative_time: bool) -> st.SearchStrategy[Any]:
-    operators = TIME_OPERATORS if name in TIME_FIELDS else (*VALUE_OPERATORS, *TIME_OPERATORS[3:])
+def _comparisons(name: str, relative_time: bool, time_only: bool) -> st.SearchStrategy[Any]:
+    if time_only or name in TIME_FIELDS:
+        operators = TIME_OPERATORS
+    else:
+        operators = (*VALUE_OPERATORS, "exists", "not_exists")
     if not relative_time:
         operators = tuple(op for op in operators if op != "within_last")
     return st.one_of(*(_comparison(op, name, relative_time) for op in operators))
 
 
 @functools.cache
-def leaf(fields: tuple[str, ...], relative_time: bool = True) -> st.SearchStrategy[Any]:
-    """An attribute condition on one of ``fields``; durations only if ``relative_time``."""
-    return st.sampled_from(fields).flatmap(lambda name: _comparisons(name, relative_time))
+def leaf(
+    fields: tuple[str, ...], relative_time: bool = True, time_only: bool = False
+) -> st.SearchStrategy[Any]:
+    """An attribute condition on one of ``fields``; durations only if ``relative_time``,
+    time operators only if ``time_only``."""
+    return st.sampled_from(fields).flatmap(
+        lambda name: _comparisons(name, relative_time, time_only)
+    )
 
 
 # -- event conditions and computed attributes ---------------------------------------------
@@ -371,6 +390,18 @@ def event_condition(windows: tuple[str, ...] = WINDOWS) -> st.SearchStrategy[dic
     return _event_condition(windows)
 
 
+@functools.cache
+def windowed_event_condition(windows: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
+    """A windowed event condition without filters: it changes when an event leaves."""
+    return st.builds(
+        lambda event, within, count: {"event": event, "within": within, **count},
+        st.sampled_from(EVENT_TYPES),
+        st.sampled_from(windows),
+        st.just({})
+        | compare_spec(integers=True).map(lambda c: {"count": {"operator": c[0], "value": c[1]}}),
+    )
+
+
 @st.composite
 def computed_attributes(
     draw: st.DrawFn, windows: tuple[str, ...] = WINDOWS
@@ -409,12 +440,21 @@ def rule_documents(
     with_events: bool = True,
     relative_time: bool = True,
     windows: tuple[str, ...] = WINDOWS,
+    time_only: bool = False,
     max_depth: int = 3,
 ) -> st.SearchStrategy[dict[str, Any]]:
-    """A rule document (JSON) whose segment references are among ``references``."""
-    fields = (*trait_fields(keys), *ATTRIBUTE_FIELDS, *attribute_names)
-    leaves: list[st.SearchStrategy[dict[str, Any]]] = [leaf(fields, relative_time)]
-    if with_events:
+    """A rule document (JSON) whose segment references are among ``references``.
+
+    ``time_only`` keeps to time operators on ``firstSeen``, ``lastSeen`` and the time trait.
+    """
+    if time_only:
+        fields = (*TIME_FIELDS, "signupAt")
+    else:
+        fields = (*trait_fields(keys), *ATTRIBUTE_FIELDS, *attribute_names)
+    leaves: list[st.SearchStrategy[dict[str, Any]]] = [leaf(fields, relative_time, time_only)]
+    if with_events and time_only:
+        leaves.append(windowed_event_condition(windows))
+    elif with_events:
         leaves.append(event_condition(windows))
     if references:
         leaves.append(
@@ -457,6 +497,7 @@ def segment_sets(
     with_events: bool = True,
     relative_time: bool = True,
     windows: tuple[str, ...] = WINDOWS,
+    time_only: bool = False,
 ) -> list[tuple[str, str, Group]]:
     """Segments ``(id, name, rules)``; each may refer to the ones before it (id or name)."""
     out: list[tuple[str, str, Group]] = []
@@ -471,6 +512,7 @@ def segment_sets(
                 with_events=with_events,
                 relative_time=relative_time,
                 windows=windows,
+                time_only=time_only,
             )
         )
         out.append((segment_id, f"Segment {segment_id}", parse_rules(document)))

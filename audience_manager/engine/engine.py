@@ -77,6 +77,15 @@ class Engine:
         for attribute in attributes:
             self.upsert_attribute(attribute)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The clock is the caller's; a restored engine is given a new one.
+        state = dict(self.__dict__)
+        state["clock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     # -- definitions ------------------------------------------------------------------
 
     def upsert_attribute(

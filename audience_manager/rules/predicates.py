@@ -58,6 +58,7 @@ class Predicate:
         "_exact",
         "_key",
         "_scalar",
+        "condition",
         "duration_ms",
         "instant_ms",
         "operator",
@@ -66,6 +67,7 @@ class Predicate:
     )
 
     def __init__(self, condition: AttributeCondition) -> None:
+        self.condition = condition
         self.operator: str = condition.operator
         self.value: Any = condition.value
         self._key = _hashable(self.value)
@@ -78,6 +80,10 @@ class Predicate:
             self.operator in ("before", "after") and self.duration_ms is not None
         )
         self._scalar = self._scalar_function()
+
+    def __reduce__(self) -> tuple[type[Predicate], tuple[AttributeCondition]]:
+        # The operator's functions are closures: rebuild them from the condition.
+        return (Predicate, (self.condition,))
 
     # -- evaluation -------------------------------------------------------------------
 

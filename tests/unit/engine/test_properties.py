@@ -240,7 +240,10 @@ def test_batch_split_does_not_change_anything(data: st.DataObject) -> None:
 
 @st.composite
 def timed_batches(
-    draw: st.DrawFn, keys: tuple[str, ...]
+    draw: st.DrawFn,
+    keys: tuple[str, ...],
+    segments: Segments,
+    attributes: Sequence[ComputedAttribute],
 ) -> tuple[int, list[tuple[int, Batch]], int]:
     """A start time, batches with the (non-decreasing) clock time of each, and a final time."""
     users = draw(user_pools())
@@ -252,7 +255,8 @@ def timed_batches(
         batches.append((clock, draw(events(users, keys, spread=HOUR, max_size=15))))
     later = st.sampled_from([1000, 5000, 30_000, MINUTE, 2 * MINUTE, HOUR, 3 * HOUR, 25 * HOUR])
     stream = [event for _, batch in batches for event in batch]
-    end = max(clock, draw((later | st.integers(0, 3 * HOUR)).map(clock.__add__) | instants(stream)))
+    after = (later | st.integers(0, 3 * HOUR)).map(clock.__add__)
+    end = max(clock, draw(after | instants(stream, segments, attributes)))
     return start, batches, end
 
 
@@ -262,9 +266,12 @@ def test_time_passing_matches_a_fresh_engine_and_the_reference(data: st.DataObje
     attributes = data.draw(computed_attributes(), label="attributes")
     keys = data.draw(trait_keys(), label="trait keys")
     segments = data.draw(segment_sets([a.name for a in attributes], keys), label="segments")
-    start, batches, end = data.draw(timed_batches(keys), label="start, batches, end")
+    start, batches, end = data.draw(
+        timed_batches(keys, segments, attributes), label="start, batches, end"
+    )
     stream = [event for _, batch in batches for event in batch]
-    checkpoint = st.integers(start, end) | instants(stream).map(lambda t: min(max(t, start), end))
+    edges = instants(stream, segments, attributes).map(lambda t: min(max(t, start), end))
+    checkpoint = st.integers(start, end) | edges
     checkpoints = sorted(data.draw(st.lists(checkpoint, max_size=4), label="checkpoints"))
 
     stepped, fresh = Run(start, attributes), Run(start, attributes)
@@ -317,6 +324,25 @@ def test_short_windows_expire_on_time(data: st.DataObject) -> None:
     run.check_changes()
 
 
+@settings(PROPERTY_SETTINGS, max_examples=200)
+@given(data=st.data())
+def test_time_operators_and_windows_flip_exactly_on_their_edges(data: st.DataObject) -> None:
+    """Rules of time operators and windowed event conditions, read at instants one
+    millisecond either side of each edge."""
+    segments = data.draw(segment_sets(time_only=True), label="segments")
+    stream = data.draw(event_streams(("signupAt",), max_size=20), label="events")
+    start = BASE + data.draw(st.integers(-HOUR, HOUR), label="start - BASE")
+    times = data.draw(st.lists(instants(stream, segments), min_size=4, max_size=12), label="times")
+    run = Run(start)
+    run.define(segments)
+    run.apply(stream)
+    run.check_members()
+    for at in sorted(max(t, start) for t in times):
+        run.advance(at)
+        run.check_members()
+    run.check_changes()
+
+
 # -- d. the change records add up to the membership ---------------------------------------
 
 
@@ -338,7 +364,9 @@ def test_changes_replay_to_the_members(data: st.DataObject) -> None:
         ),
         label="later",
     )
-    start, batches, end = data.draw(timed_batches(keys), label="start, batches, end")
+    start, batches, end = data.draw(
+        timed_batches(keys, first + later, attributes), label="start, batches, end"
+    )
 
     run = Run(start, attributes)
     run.define(first)
@@ -375,7 +403,7 @@ def test_backfill_equals_defining_first(data: st.DataObject) -> None:
     )
     stream = data.draw(event_streams(keys), label="events")
     batches = data.draw(batch_splits(stream), label="batches")
-    now = data.draw(instants(stream, segments, attributes), label="now")
+    now = data.draw(instants(stream, early + late, attributes), label="now")
 
     backfilled, upfront = Run(now, attributes), Run(now, attributes)
     backfilled.define(early)
