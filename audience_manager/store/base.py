@@ -1,0 +1,120 @@
+"""The state-store port: what the processor commits and what the APIs read.
+
+The processor commits one :class:`StateCommit` per batch: changed profiles, membership
+enters and exits, the log positions consumed and a journal entry, all or nothing. Readers
+(any API replica) see whole commits only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroaring import BitMap
+
+__all__ = [
+    "JournalEntry",
+    "ProfileWrite",
+    "StateCommit",
+    "StateStore",
+    "StoreError",
+    "StoreUnavailable",
+]
+
+
+class StoreError(Exception):
+    """Root of state-store errors.
+
+    StoreError
+    └── StoreUnavailable  the backend cannot be reached; retry later
+    """
+
+
+class StoreUnavailable(StoreError):
+    """The backend cannot be reached or is shutting down; the caller may retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileWrite:
+    """A profile as the read model stores it (``doc`` is its JSON, None erases the user)."""
+
+    dense: int
+    user_id: str
+    doc: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One committed batch: the positions it ended at and the engine time it ran at."""
+
+    positions: dict[int, int]
+    now: int
+
+
+@dataclass(slots=True)
+class StateCommit:
+    """Everything one processor batch changed, committed atomically."""
+
+    positions: dict[int, int]
+    now: int
+    profiles: list[ProfileWrite] = field(default_factory=list)
+    enters: dict[str, Sequence[int]] = field(default_factory=dict)
+    exits: dict[str, Sequence[int]] = field(default_factory=dict)
+    replaced: dict[str, Sequence[int]] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    applied: int = 0
+
+
+class StateStore(ABC):
+    """Profiles and membership for readers, positions and journal for the processor."""
+
+    # -- the processor ----------------------------------------------------------------
+
+    @abstractmethod
+    def commit(self, commit: StateCommit) -> None:
+        """Apply ``commit`` atomically (replaced segments are set, then enters/exits)."""
+
+    @abstractmethod
+    def positions(self) -> dict[int, int]:
+        """The log positions (next offset per partition) of the last commit."""
+
+    @abstractmethod
+    def journal(self) -> list[JournalEntry]:
+        """Committed batches not yet covered by a snapshot, oldest first."""
+
+    @abstractmethod
+    def prune_journal(self, positions: Mapping[int, int]) -> None:
+        """Forget journal entries a snapshot at ``positions`` includes."""
+
+    # -- readers ----------------------------------------------------------------------
+
+    @abstractmethod
+    def profile(self, user_id: str) -> dict[str, Any] | None:
+        """A user's stored profile, or None."""
+
+    @abstractmethod
+    def user_segments(self, user_id: str) -> list[str]:
+        """Segment ids a user belongs to."""
+
+    @abstractmethod
+    def members(
+        self, segment_id: str, after: int | None, limit: int
+    ) -> tuple[list[str], int | None]:
+        """User ids of a segment in stable order after a cursor, and the next cursor."""
+
+    @abstractmethod
+    def bitmap(self, segment_id: str) -> BitMap:
+        """The dense ids of a segment's members (for counts, overlap, audiences)."""
+
+    @abstractmethod
+    def sizes(self) -> dict[str, int]:
+        """Member count of every segment with members."""
+
+    @abstractmethod
+    def applied(self) -> int:
+        """How many events have been applied in total."""
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,124 @@
+"""The state-store contract, run against every backend."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from audience_manager.store import EmbeddedStateStore, ProfileWrite, StateCommit, StateStore
+
+BACKENDS = ["embedded"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    backend: StateStore = EmbeddedStateStore(tmp_path / "state")
+    yield backend
+    backend.close()
+
+
+def doc(user_id: str, **extra: object) -> bytes:
+    return msgspec.json.encode({"userId": user_id, **extra})
+
+
+def profiles(*users: tuple[int, str]) -> list[ProfileWrite]:
+    return [ProfileWrite(dense, user, doc(user)) for dense, user in users]
+
+
+def test_a_commit_is_read_back_whole(store: StateStore) -> None:
+    store.commit(
+        StateCommit(
+            positions={0: 5, 1: 3},
+            now=1000,
+            profiles=profiles((0, "alice"), (1, "bob"), (2, "carol")),
+            enters={"vip": [0, 2], "new": [1]},
+            applied=8,
+        )
+    )
+    assert store.positions() == {0: 5, 1: 3}
+    assert store.profile("alice") == {"userId": "alice"}
+    assert store.profile("nobody") is None
+    assert store.user_segments("alice") == ["vip"]
+    assert store.members("vip", None, 10) == (["alice", "carol"], None)
+    assert store.sizes() == {"vip": 2, "new": 1}
+    assert sorted(store.bitmap("vip")) == [0, 2]
+    assert store.applied() == 8
+
+
+def test_enters_and_exits_keep_sizes_exact(store: StateStore) -> None:
+    store.commit(StateCommit({0: 1}, 1, profiles((0, "a"), (1, "b")), enters={"s": [0, 1]}))
+    # Entering twice and leaving a non-member change nothing.
+    store.commit(StateCommit({0: 2}, 2, enters={"s": [1]}, exits={"s": [7]}))
+    store.commit(StateCommit({0: 3}, 3, exits={"s": [0]}))
+    assert store.sizes() == {"s": 1}
+    assert store.members("s", None, 10) == (["b"], None)
+
+
+def test_members_page_in_stable_order(store: StateStore) -> None:
+    users = [(i, f"user-{i:04d}") for i in range(2_500)]
+    store.commit(StateCommit({0: 1}, 1, profiles(*users), enters={"all": [d for d, _ in users]}))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = store.members("all", cursor, 1_000)
+        seen.extend(page)
+        if cursor is None:
+            break
+    assert seen == [u for _, u in users]
+
+
+def test_replaced_and_dropped_segments(store: StateStore) -> None:
+    store.commit(
+        StateCommit({0: 1}, 1, profiles((0, "a"), (1, "b"), (2, "c")), enters={"s": [0, 1]})
+    )
+    store.commit(StateCommit({0: 2}, 2, replaced={"s": [2]}, enters={"t": [0]}))
+    assert store.members("s", None, 10) == (["c"], None)
+    store.commit(StateCommit({0: 3}, 3, dropped=["s"]))
+    assert store.sizes() == {"t": 1}
+    assert store.user_segments("c") == []
+
+
+def test_erasing_a_user_removes_profile_and_memberships(store: StateStore) -> None:
+    store.commit(StateCommit({0: 1}, 1, profiles((0, "a"), (1, "b")), enters={"s": [0, 1]}))
+    store.commit(StateCommit({0: 2}, 2, [ProfileWrite(0, "a", None)], exits={"s": [0]}))
+    assert store.profile("a") is None
+    assert store.members("s", None, 10) == (["b"], None)
+    assert store.sizes() == {"s": 1}
+
+
+def test_journal_records_batches_until_a_snapshot_covers_them(store: StateStore) -> None:
+    for offset in (3, 6, 9):
+        store.commit(StateCommit({0: offset, 1: offset // 3}, 1000 + offset))
+    assert [e.now for e in store.journal()] == [1003, 1006, 1009]
+    store.prune_journal({0: 6, 1: 2})
+    assert [(e.positions, e.now) for e in store.journal()] == [({0: 9, 1: 3}, 1009)]
+
+
+def _move_users(path: str, rounds: int) -> None:
+    writer = EmbeddedStateStore(Path(path))
+    for i in range(rounds):
+        a, b = ("left", "right") if i % 2 == 0 else ("right", "left")
+        writer.commit(StateCommit({0: i + 2}, i, enters={b: range(100)}, exits={a: range(100)}))
+    writer.close()
+
+
+def test_readers_in_other_processes_see_whole_commits_only(tmp_path: Path) -> None:
+    path = tmp_path / "state"
+    store = EmbeddedStateStore(path)
+    users = [(i, f"u{i}") for i in range(100)]
+    store.commit(StateCommit({0: 1}, 0, profiles(*users), enters={"left": range(100)}))
+    writer = multiprocessing.get_context("spawn").Process(target=_move_users, args=(str(path), 200))
+    writer.start()
+    checks = 0
+    while writer.is_alive() or checks == 0:
+        sizes = store.sizes()
+        assert sizes.get("left", 0) + sizes.get("right", 0) == 100, sizes
+        checks += 1
+    writer.join()
+    assert writer.exitcode == 0
+    assert store.positions() == {0: 201}
+    store.close()
