@@ -69,6 +69,7 @@ class Engine:
         self._seq = 0
         self._event_types: set[str] = set()  # event types already checked valid
         self._due = DueTimes()  # rows whose membership time alone may change
+        self._expired: list[RowArray] = []  # rows whose attributes expired (for readers)
         self._attribute_keys: dict[str, str] = {}
         for attribute in self.attributes.values():
             spec = AggregateSpec.of_attribute(attribute)
@@ -200,9 +201,12 @@ class Engine:
 
     # -- events and time --------------------------------------------------------------
 
-    def apply(self, events: Sequence[Event]) -> ApplyResult:
-        """Apply a batch of events in arrival order; time first catches up with the clock."""
-        now = self._tick()
+    def apply(self, events: Sequence[Event], now: int | None = None) -> ApplyResult:
+        """Apply a batch of events in arrival order at ``now`` (default: the clock).
+
+        Time first catches up: windows expire and timers fire before the events count.
+        """
+        now = self._tick(now)
         result = ApplyResult(changes=self._advance(now))
         batch = self._accept(events, result)
         if batch is None:
@@ -248,12 +252,20 @@ class Engine:
         self.now = max(self.now, self.clock() if now is None else now)
         return self.now
 
+    def drain_expired(self) -> list[str]:
+        """Users whose attribute values changed by time alone since the last call."""
+        rows = np.unique(np.concatenate(self._expired)) if self._expired else _EMPTY
+        self._expired = []
+        return self.ids.user_ids(rows) if len(rows) else []
+
     def _advance(self, now: int) -> list[MembershipChange]:
         touched: dict[str, RowArray] = {}
         for key, aggregate in self.aggregates.items():
             rows = aggregate.expire(now)
             if len(rows):
                 self._mark(touched, key, rows)
+                if any(o.startswith("attribute:") for o in self._owners.get(key, ())):
+                    self._expired.append(rows)
         extra = {}
         due = self._due.pop_due(now)
         if len(due):

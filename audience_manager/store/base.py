@@ -8,7 +8,7 @@ enters and exits, the log positions consumed and a journal entry, all or nothing
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,9 +60,9 @@ class StateCommit:
     positions: dict[int, int]
     now: int
     profiles: list[ProfileWrite] = field(default_factory=list)
-    enters: dict[str, Sequence[int]] = field(default_factory=dict)
-    exits: dict[str, Sequence[int]] = field(default_factory=dict)
-    replaced: dict[str, Sequence[int]] = field(default_factory=dict)
+    enters: dict[str, list[int]] = field(default_factory=dict)
+    exits: dict[str, list[int]] = field(default_factory=dict)
+    replaced: dict[str, list[int]] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     applied: int = 0
 

@@ -1,0 +1,108 @@
+"""Records of the ``events`` topic: accepted events and commands, as the processor reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from audience_manager.bus.base import Record
+from audience_manager.engine import Event
+
+__all__ = [
+    "ERASE",
+    "DecodedBatch",
+    "Item",
+    "WireEvent",
+    "dead_letter",
+    "decode",
+    "encode_erase",
+    "encode_event",
+]
+
+ERASE = "erase"
+
+
+class WireEvent(msgspec.Struct, rename="camel", omit_defaults=True):
+    """An event as ingestion writes it to the log (or a command, with ``command`` set)."""
+
+    user_id: str
+    event_type: str = ""
+    timestamp: int = 0
+    properties: dict[str, Any] = msgspec.field(default_factory=dict)
+    traits: dict[str, Any] | None = None
+    message_id: str | None = None
+    received_at: int = 0
+    command: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One decoded record: an event, or a command about a user."""
+
+    user_id: str
+    event: Event | None = None
+    command: str | None = None
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """The usable items of a poll and the poisonous records (key, dead-letter value)."""
+
+    items: list[Item] = field(default_factory=list)
+    poison: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+_decoder = msgspec.json.Decoder(WireEvent)
+_encoder = msgspec.json.Encoder()
+
+
+def encode_event(event: WireEvent) -> bytes:
+    """The log value of an accepted event."""
+    return _encoder.encode(event)
+
+
+def encode_erase(user_id: str) -> bytes:
+    """The log value of a request to erase everything about a user."""
+    return _encoder.encode(WireEvent(user_id=user_id, command=ERASE))
+
+
+def decode(records: list[Record]) -> DecodedBatch:
+    """Decode a poll; records that cannot be events become dead letters with the reason."""
+    batch = DecodedBatch()
+    for record in records:
+        try:
+            wire = _decoder.decode(record.value)
+        except msgspec.DecodeError as exc:
+            batch.poison.append((record.key, _dead_letter(record, f"undecodable: {exc}")))
+            continue
+        if wire.command is not None:
+            batch.items.append(Item(wire.user_id, command=wire.command))
+            continue
+        event = Event(
+            user_id=wire.user_id,
+            event_type=wire.event_type,
+            timestamp=wire.timestamp,
+            properties=wire.properties,
+            traits=wire.traits,
+            message_id=wire.message_id,
+        )
+        batch.items.append(Item(wire.user_id, event=event))
+    return batch
+
+
+def dead_letter(event: Event, reason: str) -> bytes:
+    """The dead-letter value of an event the engine refused."""
+    return _encoder.encode({"reason": reason, "event": msgspec.to_builtins(event)})
+
+
+def _dead_letter(record: Record, reason: str) -> bytes:
+    return _encoder.encode(
+        {
+            "reason": reason,
+            "partition": record.partition,
+            "offset": record.offset,
+            "value": record.value.decode("utf-8", "replace"),
+        }
+    )

@@ -1,0 +1,156 @@
+"""Keep the engine's segments and attributes in step with the catalog.
+
+The catalog's change feed says what changed since a revision; each changed segment is
+marked ``BUILDING``, compiled and backfilled over every profile (new event conditions get
+the retained log replayed into them), its membership is written to the state store, and it
+is marked ``ACTIVE`` with its size, or ``FAILED`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from audience_manager.catalog.errors import CatalogError
+from audience_manager.catalog.schemas import AttributeRead, SegmentRead
+from audience_manager.catalog.service import CatalogService
+from audience_manager.engine import Engine, Event, SegmentDefinition
+from audience_manager.processor.projection import build_commit
+from audience_manager.rules.attributes import ComputedAttribute
+from audience_manager.rules.errors import RuleValidationError
+from audience_manager.rules.model import parse_rules
+from audience_manager.store import StateCommit, StateStore
+
+__all__ = ["DefinitionSync"]
+
+log = logging.getLogger(__name__)
+History = Callable[[], Iterable[Sequence[Event]]]
+
+
+class DefinitionSync:
+    """Applies catalog changes to an engine; remembers the versions it applied."""
+
+    def __init__(self, catalog: CatalogService, history: History = lambda: ()) -> None:
+        self.catalog = catalog
+        self.history = history
+        self.revision = -1
+        self.segments: dict[str, int] = {}  # segment id -> version in the engine
+        self.attributes: dict[str, int] = {}
+
+    def state(self) -> dict[str, Any]:
+        """What a snapshot keeps of the sync, to resume without redoing every segment."""
+        return {"revision": self.revision, "segments": self.segments, "attributes": self.attributes}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.revision = int(state.get("revision", -1))
+        self.segments = dict(state.get("segments", {}))
+        self.attributes = dict(state.get("attributes", {}))
+
+    def sync(
+        self, engine: Engine, store: StateStore, positions: Mapping[int, int], force: bool = False
+    ) -> bool:
+        """Apply catalog changes since the last sync; True if definitions changed."""
+        revision = self.catalog.current_revision()
+        if revision == self.revision and not force:
+            return False
+        changes = self.catalog.changes_since(max(self.revision, 0) if not force else 0)
+        changed = False
+        for attribute in changes.attributes:
+            changed |= self._attribute(engine, attribute)
+        live = [s for s in changes.segments if not s.deleted]
+        for segment in changes.segments:
+            if segment.deleted and segment.id in self.segments:
+                self._drop(engine, store, positions, segment.id)
+                changed = True
+        for segment in _referenced_first(live):
+            if self.segments.get(segment.id) != segment.version:
+                self._segment(engine, store, positions, segment)
+                changed = True
+        self.revision = changes.revision
+        return changed
+
+    def _attribute(self, engine: Engine, attribute: AttributeRead) -> bool:
+        if attribute.deleted:
+            if self.attributes.pop(attribute.name, None) is None:
+                return False
+            engine.remove_attribute(attribute.name)
+            return True
+        if self.attributes.get(attribute.name) == attribute.version:
+            return False
+        fields = {"name", "event_type", "aggregate", "property", "where", "within", "description"}
+        definition = ComputedAttribute.model_validate(attribute.model_dump(include=fields))
+        engine.upsert_attribute(definition, history=self.history())
+        self.attributes[attribute.name] = attribute.version
+        return True
+
+    def _segment(
+        self, engine: Engine, store: StateStore, positions: Mapping[int, int], segment: SegmentRead
+    ) -> None:
+        try:
+            self.catalog.set_status(segment.id, "BUILDING", progress=0.0, version=segment.version)
+            rules = parse_rules(segment.rules) if segment.rules is not None else None
+            definition = SegmentDefinition(segment.id, segment.name, rules, segment.type)
+            changes = engine.upsert_segment(definition, history=self.history())
+        except (RuleValidationError, KeyError, ValueError) as exc:
+            log.warning("segment %s failed: %s", segment.id, exc)
+            self._status(segment, "FAILED", reason=str(exc))
+            self.segments[segment.id] = segment.version
+            return
+        except CatalogError:  # replaced or deleted meanwhile: the next sync has it
+            return
+        commit = build_commit(engine, positions, changes, ())
+        members = np.asarray(engine.membership.members(segment.id).to_array(), dtype=np.int64)
+        commit.replaced[segment.id] = members.tolist()
+        commit.enters.pop(segment.id, None)
+        commit.exits.pop(segment.id, None)
+        store.commit(commit)
+        self.segments[segment.id] = segment.version
+        self._status(segment, "ACTIVE", size=len(members))
+
+    def _drop(
+        self, engine: Engine, store: StateStore, positions: Mapping[int, int], segment_id: str
+    ) -> None:
+        engine.remove_segment(segment_id)
+        del self.segments[segment_id]
+        store.commit(StateCommit(dict(positions), engine.now, dropped=[segment_id]))
+
+    def _status(self, segment: SegmentRead, status: str, **fields: Any) -> None:
+        try:
+            self.catalog.set_status(segment.id, status, version=segment.version, **fields)  # type: ignore[arg-type]
+        except CatalogError as exc:  # replaced or deleted meanwhile: the next sync reports
+            log.info("status of segment %s not recorded: %s", segment.id, exc)
+
+
+def _referenced_first(segments: list[SegmentRead]) -> list[SegmentRead]:
+    """Segments ordered so that a segment comes after those its rules reference."""
+    by_key = {s.id: s for s in segments} | {s.name: s for s in segments}
+    ordered: list[SegmentRead] = []
+    placed: set[str] = set()
+
+    def place(segment: SegmentRead, trail: frozenset[str]) -> None:
+        if segment.id in placed or segment.id in trail:
+            return
+        for reference in _references(segment.rules):
+            target = by_key.get(reference)
+            if target is not None:
+                place(target, trail | {segment.id})
+        placed.add(segment.id)
+        ordered.append(segment)
+
+    for segment in segments:
+        place(segment, frozenset())
+    return ordered
+
+
+def _references(node: Any) -> Iterable[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("segment"), str):
+            yield node["segment"]
+        for value in node.values():
+            yield from _references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _references(value)

@@ -1,0 +1,53 @@
+"""From engine results to a state-store commit: profiles and membership deltas."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import msgspec
+
+from audience_manager.engine import Engine, MembershipChange
+from audience_manager.store import ProfileWrite, StateCommit
+
+__all__ = ["build_commit"]
+
+
+def build_commit(
+    engine: Engine,
+    positions: Mapping[int, int],
+    changes: Iterable[MembershipChange],
+    touched: Iterable[str],
+    erased: Iterable[tuple[int, str]] = (),
+    applied: int = 0,
+) -> StateCommit:
+    """The commit for one batch: every touched profile and every enter and exit."""
+    users = set(touched)
+    # A user may leave and re-enter within one batch: the last change is the state.
+    final: dict[tuple[str, int], str] = {}
+    for change in changes:
+        dense = engine.ids.get(change.user_id)
+        if dense is None:  # erased in this batch; its rows go with the erasure
+            continue
+        final[(change.segment_id, dense)] = change.change
+        users.add(change.user_id)
+    enters: dict[str, list[int]] = {}
+    exits: dict[str, list[int]] = {}
+    for (segment_id, dense), last in final.items():
+        (enters if last == "enter" else exits).setdefault(segment_id, []).append(dense)
+    profiles = []
+    for user_id in sorted(users):
+        dense = engine.ids.get(user_id)
+        profile = engine.profile(user_id)
+        if dense is not None and profile is not None:
+            # Readers take segments from the membership rows, which every change updates.
+            del profile["segments"]
+            profiles.append(ProfileWrite(dense, user_id, msgspec.json.encode(profile)))
+    profiles.extend(ProfileWrite(dense, user_id, None) for dense, user_id in erased)
+    return StateCommit(
+        positions=dict(positions),
+        now=engine.now,
+        profiles=profiles,
+        enters=enters,
+        exits=exits,
+        applied=applied,
+    )

@@ -1,0 +1,211 @@
+"""The processor: poll the event log, apply the engine, commit state with positions.
+
+One loop step polls a batch, applies it, and commits the read model together with the
+positions consumed and a journal entry. Time advances every step, so window exits fire on
+time even without events. Snapshots bound recovery: on start the newest snapshot is
+restored and the log replayed from its positions; batches already committed are replayed at
+their journaled engine time and write nothing (``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audience_manager.bus.base import Consumer, EventBus, Record
+from audience_manager.engine import Engine, Event, MembershipChange
+from audience_manager.engine.snapshot import latest_snapshot, load_snapshot, save_snapshot
+from audience_manager.processor.codec import ERASE, dead_letter, decode
+from audience_manager.processor.definitions import DefinitionSync
+from audience_manager.processor.projection import build_commit
+from audience_manager.store import StateStore
+
+__all__ = ["EVENTS", "Processor", "ProcessorConfig"]
+
+EVENTS = "events"
+DEAD_LETTER = "dead-letter"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorConfig:
+    """How the loop batches and how often it snapshots."""
+
+    group: str = "processor"
+    max_batch: int = 20_000
+    poll_timeout: float = 0.05
+    snapshot_every: float = 60.0
+    catalog_every: float = 0.25
+    snapshots: Path = field(default=Path(".data/state/snapshots"))
+
+
+class Processor:
+    """Applies accepted events to the engine and commits the results."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        store: StateStore,
+        definitions: DefinitionSync,
+        config: ProcessorConfig,
+        clock: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.definitions = definitions
+        self.config = config
+        self.clock = clock
+        self.engine = Engine(clock)
+        self.consumer: Consumer = bus.consumer(EVENTS, config.group)
+        self.positions: dict[int, int] = {}
+        self.seen_messages: dict[str, None] = {}  # recent messageIds, oldest first
+        self._last_snapshot = time.monotonic()
+        self._last_catalog = 0.0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Restore the newest snapshot and replay what the store already committed."""
+        path = latest_snapshot(self.config.snapshots)
+        if path is not None:
+            snapshot = load_snapshot(path, self.clock)
+            self.engine = snapshot.engine
+            self.positions = dict(snapshot.positions)
+            self.seen_messages = dict.fromkeys(snapshot.meta.get("messages", []))
+            self.definitions.restore(snapshot.meta.get("definitions", {}))
+        self.consumer.assign(None)
+        start = {p: self.positions.get(p, 0) for p in range(self.bus.partitions)}
+        beginning = self.bus.beginning_offsets(EVENTS)
+        self.consumer.seek({p: max(o, beginning.get(p, 0)) for p, o in start.items()})
+        self.positions = dict(start)
+        for entry in self.store.journal():
+            if all(entry.positions.get(p, 0) <= o for p, o in self.positions.items()):
+                continue  # the snapshot already includes this batch
+            self._replay_until(entry.positions, entry.now)
+        self._sync_definitions(force=True)
+
+    def _replay_until(self, target: dict[int, int], now: int) -> None:
+        """Re-apply records up to ``target`` at engine time ``now``, writing nothing."""
+        while any(self.positions.get(p, 0) < o for p, o in target.items()):
+            records = self.consumer.poll(self.config.max_batch, self.config.poll_timeout)
+            if not records:
+                raise RuntimeError(f"the log ends before committed positions {target}")
+            kept = [r for r in records if r.offset < target.get(r.partition, 0)]
+            beyond: dict[int, int] = {}
+            for record in records:
+                if record.offset >= target.get(record.partition, 0):
+                    beyond.setdefault(record.partition, record.offset)  # the first one
+            if beyond:
+                self.consumer.seek(beyond)
+            self._apply(kept, now, commit=False)
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set, then snapshot."""
+        self.recover()
+        while not stop.is_set():
+            self.step()
+        self.snapshot()
+
+    def step(self) -> int:
+        """Poll, apply and commit one batch (or just let time pass); returns events applied."""
+        monotonic = time.monotonic()
+        if monotonic - self._last_catalog >= self.config.catalog_every:
+            self._last_catalog = monotonic
+            self._sync_definitions()
+        records = self.consumer.poll(self.config.max_batch, self.config.poll_timeout)
+        applied = self._apply(records, self.clock(), commit=True)
+        if monotonic - self._last_snapshot >= self.config.snapshot_every:
+            self.snapshot()
+        return applied
+
+    def _sync_definitions(self, force: bool = False) -> None:
+        # A snapshot right after a change keeps replays from ever crossing one.
+        if self.definitions.sync(self.engine, self.store, self.positions, force=force):
+            self.snapshot()
+
+    def history(self) -> Iterator[list[Event]]:
+        """The retained events already applied, in batches (for new aggregates)."""
+        reader = self.bus.consumer(EVENTS, self.config.group + "-history")
+        reader.assign(None)
+        reader.seek(self.bus.beginning_offsets(EVENTS))
+        try:
+            while True:
+                records = [
+                    r
+                    for r in reader.poll(self.config.max_batch, 0.0)
+                    if r.offset < self.positions.get(r.partition, 0)
+                ]
+                if not records:
+                    if all(reader.positions().get(p, 0) >= o for p, o in self.positions.items()):
+                        return
+                    continue
+                yield [i.event for i in decode(records).items if i.event is not None]
+        finally:
+            reader.close()
+
+    def snapshot(self) -> None:
+        """Write a snapshot of the engine at the current positions; prune the journal."""
+        meta = {"messages": list(self.seen_messages), "definitions": self.definitions.state()}
+        save_snapshot(self.config.snapshots, self.engine, self.positions, meta)
+        self.store.prune_journal(self.positions)
+        self._last_snapshot = time.monotonic()
+
+    # -- applying ---------------------------------------------------------------------
+
+    def _apply(self, records: list[Record], now: int, *, commit: bool) -> int:
+        batch = decode(records)
+        changes: list[MembershipChange] = []
+        users: set[str] = set()
+        erased: list[tuple[int, str]] = []
+        poison = list(batch.poison)
+        pending: list[Event] = []
+
+        def flush() -> None:
+            if pending:
+                result = self.engine.apply(pending, now=now)
+                changes.extend(result.changes)
+                users.update(e.user_id for e in pending)
+                for rejection in result.rejected:
+                    event = pending[rejection.index]
+                    poison.append((event.user_id, dead_letter(event, rejection.reason)))
+                pending.clear()
+
+        for item in batch.items:
+            if item.command == ERASE:
+                flush()  # the user's earlier events first, then the erasure
+                dense = self.engine.ids.get(item.user_id)
+                if dense is not None:
+                    changes.extend(self.engine.delete_user(item.user_id))
+                    erased.append((dense, item.user_id))
+                    users.discard(item.user_id)
+            elif item.event is not None and not self._duplicate(item.event):
+                pending.append(item.event)
+        flush()
+        changes.extend(self.engine.advance(now))
+        users.update(self.engine.drain_expired())
+        for record in records:
+            self.positions[record.partition] = record.offset + 1
+        if commit and (records or changes):
+            self.store.commit(
+                build_commit(self.engine, self.positions, changes, users, erased, len(records))
+            )
+            if poison:
+                self.bus.publish(DEAD_LETTER, poison)
+        return len(records)
+
+    def _duplicate(self, event: Event) -> bool:
+        """True for a messageId seen before (the last million are remembered)."""
+        message_id = event.message_id
+        if message_id is None:
+            return False
+        key = f"{event.user_id}\x00{message_id}"
+        if key in self.seen_messages:
+            return True
+        self.seen_messages[key] = None
+        if len(self.seen_messages) > 1_000_000:
+            del self.seen_messages[next(iter(self.seen_messages))]
+        return False
