@@ -28,6 +28,7 @@ from audience_manager.rules.attributes import BUILTIN_ATTRIBUTES, ComputedAttrib
 from audience_manager.rules.compiler import AggregateSpec, CompiledRule, compile_rule
 from audience_manager.rules.deps import DependencyIndex, check_acyclic, evaluation_order
 from audience_manager.rules.explain import Explanation, explain
+from audience_manager.rules.model import Group
 from audience_manager.rules.values import BoolArray
 
 __all__ = ["Engine"]
@@ -158,6 +159,29 @@ class Engine:
         if compiled is None:
             return []
         return self.backfill(definition.id)
+
+    def preview(
+        self, rules: Group, sample: int = 10, history: Iterable[Sequence[Event]] = ()
+    ) -> tuple[int, list[str]]:
+        """Size and a sample of the users an unsaved rule matches now (nothing is kept).
+
+        Event conditions no defined rule shares are counted over ``history``.
+        """
+        compiled = compile_rule(rules, self.attributes, self.segment_id)
+        temporary = [s for s in compiled.aggregates if s.key not in self.aggregates]
+        for spec in temporary:
+            aggregate = create_aggregate(spec)
+            aggregate.resize(self.ids.capacity)
+            self.aggregates[spec.key] = aggregate
+        try:
+            self._replay([s.key for s in temporary], history)
+            rows = self._all_rows()
+            held = compiled.evaluate(EngineContext(self, self.now), rows)
+        finally:
+            for spec in temporary:
+                del self.aggregates[spec.key]
+        matched = rows[held]
+        return len(matched), self.ids.user_ids(matched[:sample])
 
     def backfill(self, segment_id: str) -> list[MembershipChange]:
         """Evaluate a segment over every profile at once (and what depends on it)."""

@@ -22,7 +22,7 @@ from audience_manager.processor.projection import build_commit
 from audience_manager.rules.attributes import ComputedAttribute
 from audience_manager.rules.errors import RuleValidationError
 from audience_manager.rules.model import parse_rules
-from audience_manager.store import StateCommit, StateStore
+from audience_manager.store import ChangeRecord, StateCommit, StateStore
 
 __all__ = ["DefinitionSync"]
 
@@ -115,7 +115,10 @@ class DefinitionSync:
     ) -> None:
         engine.remove_segment(segment_id)
         del self.segments[segment_id]
-        store.commit(StateCommit(dict(positions), engine.now, dropped=[segment_id]))
+        reset = ChangeRecord(segment_id, "", -1, "drop", engine.now)
+        store.commit(
+            StateCommit(dict(positions), engine.now, dropped=[segment_id], changes=[reset])
+        )
 
     def _status(self, segment: SegmentRead, status: str, **fields: Any) -> None:
         try:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 import msgspec
 
 from audience_manager.engine import Engine, MembershipChange
-from audience_manager.store import ProfileWrite, StateCommit
+from audience_manager.store import ChangeRecord, ProfileWrite, StateCommit
 
 __all__ = ["build_commit"]
 
@@ -20,16 +20,21 @@ def build_commit(
     erased: Iterable[tuple[int, str]] = (),
     applied: int = 0,
 ) -> StateCommit:
-    """The commit for one batch: every touched profile and every enter and exit."""
+    """The commit for one batch: every touched profile, every enter and exit, the log."""
+    erased_ids = {user_id: dense for dense, user_id in erased}
     users = set(touched)
+    log: list[ChangeRecord] = []
     # A user may leave and re-enter within one batch: the last change is the state.
     final: dict[tuple[str, int], str] = {}
+    ids = engine.ids
     for change in changes:
-        dense = engine.ids.get(change.user_id)
-        if dense is None:  # erased in this batch; its rows go with the erasure
-            continue
-        final[(change.segment_id, dense)] = change.change
-        users.add(change.user_id)
+        dense = ids.get(change.user_id)
+        if dense is None:  # erased in this batch: its rows go with the erasure
+            dense = erased_ids.get(change.user_id, -1)
+        else:
+            final[(change.segment_id, dense)] = change.change
+            users.add(change.user_id)
+        log.append(ChangeRecord(change.segment_id, change.user_id, dense, change.change, change.at))
     enters: dict[str, list[int]] = {}
     exits: dict[str, list[int]] = {}
     for (segment_id, dense), last in final.items():
@@ -42,7 +47,7 @@ def build_commit(
             # Readers take segments from the membership rows, which every change updates.
             del profile["segments"]
             profiles.append(ProfileWrite(dense, user_id, msgspec.json.encode(profile)))
-    profiles.extend(ProfileWrite(dense, user_id, None) for dense, user_id in erased)
+    profiles.extend(ProfileWrite(dense, user_id, None) for user_id, dense in erased_ids.items())
     return StateCommit(
         positions=dict(positions),
         now=engine.now,
@@ -50,4 +55,5 @@ def build_commit(
         enters=enters,
         exits=exits,
         applied=applied,
+        changes=log,
     )

@@ -22,6 +22,7 @@ from audience_manager.engine.snapshot import latest_snapshot, load_snapshot, sav
 from audience_manager.processor.codec import ERASE, dead_letter, decode
 from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.projection import build_commit
+from audience_manager.processor.requests import answer_requests
 from audience_manager.store import StateStore
 
 __all__ = ["EVENTS", "Processor", "ProcessorConfig"]
@@ -116,6 +117,8 @@ class Processor:
         if monotonic - self._last_catalog >= self.config.catalog_every:
             self._last_catalog = monotonic
             self._sync_definitions()
+        if answer_requests(self.engine, self.store, self.positions, self.history):
+            self.snapshot()  # members changed outside the log: a replay must not cross it
         records = self.consumer.poll(self.config.max_batch, self.config.poll_timeout)
         applied = self._apply(records, self.clock(), commit=True)
         if monotonic - self._last_snapshot >= self.config.snapshot_every:

@@ -1,6 +1,7 @@
 """The state-store port and its backends."""
 
 from audience_manager.store.base import (
+    ChangeRecord,
     JournalEntry,
     ProfileWrite,
     StateCommit,
@@ -11,6 +12,7 @@ from audience_manager.store.base import (
 from audience_manager.store.embedded import EmbeddedStateStore
 
 __all__ = [
+    "ChangeRecord",
     "EmbeddedStateStore",
     "JournalEntry",
     "ProfileWrite",

@@ -15,6 +15,7 @@ from typing import Any
 from pyroaring import BitMap
 
 __all__ = [
+    "ChangeRecord",
     "JournalEntry",
     "ProfileWrite",
     "StateCommit",
@@ -65,6 +66,18 @@ class StateCommit:
     replaced: dict[str, list[int]] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     applied: int = 0
+    changes: list[ChangeRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One line of the membership-change log (``change``: enter, exit, or reset)."""
+
+    segment_id: str
+    user_id: str
+    dense: int
+    change: str
+    at: int
 
 
 class StateStore(ABC):
@@ -115,6 +128,28 @@ class StateStore(ABC):
     @abstractmethod
     def applied(self) -> int:
         """How many events have been applied in total."""
+
+    @abstractmethod
+    def changes_since(self, sequence: int, limit: int = 10_000) -> list[tuple[int, ChangeRecord]]:
+        """Membership-change log lines after ``sequence``, oldest first, with their numbers."""
+
+    # -- requests the processor answers (it holds the engine) -----------------------
+
+    @abstractmethod
+    def submit(self, kind: str, payload: bytes) -> str:
+        """Queue a request for the processor; returns its id."""
+
+    @abstractmethod
+    def pending(self, limit: int = 16) -> list[tuple[str, str, bytes]]:
+        """Unanswered requests, oldest first: (id, kind, payload)."""
+
+    @abstractmethod
+    def respond(self, request_id: str, response: bytes) -> None:
+        """Record the answer to a request."""
+
+    @abstractmethod
+    def response(self, request_id: str) -> bytes | None:
+        """The answer to a request, once there is one."""
 
     @abstractmethod
     def close(self) -> None: ...

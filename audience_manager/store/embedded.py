@@ -9,8 +9,10 @@ together with their positions, and are rebuilt by replaying the event log.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ import msgspec
 from pyroaring import BitMap
 
 from audience_manager.store.base import (
+    ChangeRecord,
     JournalEntry,
     StateCommit,
     StateStore,
@@ -42,6 +45,14 @@ CREATE TABLE IF NOT EXISTS members (
 CREATE INDEX IF NOT EXISTS members_by_user ON members (dense, segment_id);
 CREATE TABLE IF NOT EXISTS sizes (segment_id TEXT PRIMARY KEY, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, segment_id TEXT NOT NULL, user_id TEXT NOT NULL,
+    dense INTEGER NOT NULL, change TEXT NOT NULL, at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, payload BLOB NOT NULL, created INTEGER NOT NULL,
+    response BLOB
+);
 """
 
 
@@ -138,6 +149,11 @@ class EmbeddedStateStore(StateStore):
                 "INSERT INTO journal (positions, now) VALUES (?, ?)",
                 (json.dumps(commit.positions), commit.now),
             )
+            db.executemany(
+                "INSERT INTO changes (segment_id, user_id, dense, change, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(c.segment_id, c.user_id, c.dense, c.change, c.at) for c in commit.changes],
+            )
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('applied', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
@@ -210,6 +226,44 @@ class EmbeddedStateStore(StateStore):
     def applied(self) -> int:
         rows = self._read("SELECT value FROM meta WHERE key = 'applied'")
         return int(rows[0][0]) if rows else 0
+
+    def changes_since(self, sequence: int, limit: int = 10_000) -> list[tuple[int, ChangeRecord]]:
+        rows = self._read(
+            "SELECT seq, segment_id, user_id, dense, change, at FROM changes "
+            "WHERE seq > ? ORDER BY seq LIMIT ?",
+            (sequence, limit),
+        )
+        return [(int(r[0]), ChangeRecord(r[1], r[2], int(r[3]), r[4], int(r[5]))) for r in rows]
+
+    def submit(self, kind: str, payload: bytes) -> str:
+        request_id = secrets.token_hex(12)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO requests (id, kind, payload, created) VALUES (?, ?, ?, ?)",
+                (request_id, kind, payload, int(time.time() * 1000)),
+            )
+        return request_id
+
+    def pending(self, limit: int = 16) -> list[tuple[str, str, bytes]]:
+        rows = self._read(
+            "SELECT id, kind, payload FROM requests WHERE response IS NULL "
+            "ORDER BY created LIMIT ?",
+            (limit,),
+        )
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def respond(self, request_id: str, response: bytes) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE requests SET response = ? WHERE id = ?", (response, request_id))
+            # Answers are read within seconds; an hour is plenty.
+            db.execute(
+                "DELETE FROM requests WHERE response IS NOT NULL AND created < ?",
+                (int(time.time() * 1000) - 3_600_000,),
+            )
+
+    def response(self, request_id: str) -> bytes | None:
+        rows = self._read("SELECT response FROM requests WHERE id = ?", (request_id,))
+        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def close(self) -> None:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
