@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m audience_manager
+	$(VENV)/bin/audience-manager serve
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -47,7 +47,9 @@ def build_commit(
             # Readers take segments from the membership rows, which every change updates.
             del profile["segments"]
             profiles.append(ProfileWrite(dense, user_id, msgspec.json.encode(profile)))
-    profiles.extend(ProfileWrite(dense, user_id, None) for user_id, dense in erased_ids.items())
+    for user_id, dense in erased_ids.items():
+        profiles.append(ProfileWrite(dense, user_id, None))
+        log.append(ChangeRecord("", user_id, dense, "erase", engine.now))
     return StateCommit(
         positions=dict(positions),
         now=engine.now,

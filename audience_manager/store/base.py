@@ -71,7 +71,11 @@ class StateCommit:
 
 @dataclass(frozen=True, slots=True)
 class ChangeRecord:
-    """One line of the membership-change log (``change``: enter, exit, or reset)."""
+    """One line of the membership-change log.
+
+    ``change`` is ``enter`` or ``exit``; ``drop`` (a deleted segment, no user) and ``erase``
+    (an erased user, no segment) tell readers with caches what to forget.
+    """
 
     segment_id: str
     user_id: str
@@ -120,6 +124,11 @@ class StateStore(ABC):
     @abstractmethod
     def bitmap(self, segment_id: str) -> BitMap:
         """The dense ids of a segment's members (for counts, overlap, audiences)."""
+
+    @abstractmethod
+    def users(self, after: int = -1) -> BitMap:
+        """Dense ids of stored profiles above ``after`` (new users only ever get higher ids;
+        erasures appear in the change log as ``erase`` lines)."""
 
     @abstractmethod
     def sizes(self) -> dict[str, int]:

@@ -220,6 +220,10 @@ class EmbeddedStateStore(StateStore):
         rows = self._read("SELECT dense FROM members WHERE segment_id = ?", (segment_id,))
         return BitMap(r[0] for r in rows)
 
+    def users(self, after: int = -1) -> BitMap:
+        rows = self._read("SELECT dense FROM profiles WHERE dense > ?", (after,))
+        return BitMap(r[0] for r in rows)
+
     def sizes(self) -> dict[str, int]:
         return {s: int(n) for s, n in self._read("SELECT segment_id, size FROM sizes")}
 

@@ -47,6 +47,8 @@ def test_a_commit_is_read_back_whole(store: StateStore) -> None:
     assert store.sizes() == {"vip": 2, "new": 1}
     assert sorted(store.bitmap("vip")) == [0, 2]
     assert store.applied() == 8
+    assert sorted(store.users()) == [0, 1, 2]
+    assert sorted(store.users(after=0)) == [1, 2]
 
 
 def test_enters_and_exits_keep_sizes_exact(store: StateStore) -> None:

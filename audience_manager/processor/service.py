@@ -1,0 +1,48 @@
+"""Run the processor as a process: backends from settings, stop on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from audience_manager.backends import open_backends
+from audience_manager.config import Settings
+from audience_manager.processor.definitions import DefinitionSync
+from audience_manager.processor.runtime import Processor, ProcessorConfig
+from audience_manager.store import StoreUnavailable
+
+__all__ = ["run_processor"]
+
+log = logging.getLogger(__name__)
+
+
+def run_processor(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Process events until stopped; backend outages are retried with backoff."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+    backends = open_backends(settings, migrate_catalog=True)
+    try:
+        sync = DefinitionSync(backends.catalog)
+        config = ProcessorConfig(
+            max_batch=settings.max_batch,
+            snapshot_every=settings.snapshot_seconds,
+            snapshots=settings.snapshot_dir,
+        )
+        processor = Processor(backends.bus, backends.store, sync, config)
+        sync.history = processor.history
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                processor.run(stop)
+            except StoreUnavailable as exc:
+                log.warning("state store unavailable, retrying in %.1f s: %s", delay, exc)
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+                processor = Processor(backends.bus, backends.store, sync, config)
+                sync.history = processor.history
+        log.info("processor stopped at positions %s", processor.positions)
+    finally:
+        backends.close()

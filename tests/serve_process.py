@@ -1,0 +1,104 @@
+"""Start ``audience-manager serve`` as the user would, and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Served:
+    """A running ``serve`` process group on loopback ports."""
+
+    data_dir: Path
+    management_port: int = field(default_factory=free_port)
+    ingestion_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def management(self) -> str:
+        return f"http://127.0.0.1:{self.management_port}"
+
+    @property
+    def ingestion(self) -> str:
+        return f"http://127.0.0.1:{self.ingestion_port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "audience_manager",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--management-port",
+            str(self.management_port),
+            "--ingestion-port",
+            str(self.ingestion_port),
+        ]
+        log = (self.data_dir.parent / f"{self.data_dir.name}-serve.log").open("ab")
+        env = {**os.environ, "AM_SNAPSHOT_SECONDS": "2"}
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+        deadline = time.monotonic() + timeout
+        for base in (self.management, self.ingestion):
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"serve exited with {self.process.returncode}")
+                try:
+                    if httpx.get(base + "/health/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{base} did not become ready")
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        """``kill -9`` every process of the group: no chance to clean up."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user would; returns the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=60)
+
+    def wait_applied(self, timeout: float = 60.0) -> None:
+        """Until the processor has applied everything accepted."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = httpx.get(self.management + "/api/status", timeout=5).json()
+            if status["processor"]["lag"] == 0:
+                return
+            time.sleep(0.05)
+        raise TimeoutError("the processor did not catch up")
+
+    def wait_active(self, segment_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            segment: dict[str, Any] = httpx.get(
+                f"{self.management}/api/segments/{segment_id}", timeout=5
+            ).json()
+            if segment["status"] == "ACTIVE":
+                return segment
+            time.sleep(0.05)
+        raise TimeoutError(f"segment {segment_id} did not become ACTIVE")
