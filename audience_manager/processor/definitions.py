@@ -19,7 +19,6 @@ from audience_manager.catalog.schemas import AttributeRead, SegmentRead
 from audience_manager.catalog.service import CatalogService
 from audience_manager.engine import Engine, Event, SegmentDefinition
 from audience_manager.processor.projection import build_commit
-from audience_manager.rules.attributes import ComputedAttribute
 from audience_manager.rules.errors import RuleValidationError
 from audience_manager.rules.model import parse_rules
 from audience_manager.store import ChangeRecord, StateCommit, StateStore
@@ -80,9 +79,7 @@ class DefinitionSync:
             return True
         if self.attributes.get(attribute.name) == attribute.version:
             return False
-        fields = {"name", "event_type", "aggregate", "property", "where", "within", "description"}
-        definition = ComputedAttribute.model_validate(attribute.model_dump(include=fields))
-        engine.upsert_attribute(definition, history=self.history())
+        engine.upsert_attribute(attribute.to_attribute(), history=self.history())
         self.attributes[attribute.name] = attribute.version
         return True
 
