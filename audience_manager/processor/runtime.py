@@ -198,6 +198,8 @@ class Processor:
             )
             if poison:
                 self.bus.publish(DEAD_LETTER, poison)
+            # Group positions in the log: for lag monitoring and so retention may delete.
+            self.consumer.commit(self.positions)
         return len(records)
 
     def _duplicate(self, event: Event) -> bool:
