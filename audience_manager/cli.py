@@ -15,7 +15,7 @@ import typer
 
 from audience_manager.config import Settings
 
-__all__ = ["app", "main"]
+__all__ = ["app", "ingestion", "load", "main", "management", "migrate", "processor", "serve"]
 
 app = typer.Typer(help="Real-time audience segmentation.", no_args_is_help=True)
 log = logging.getLogger("audience_manager")

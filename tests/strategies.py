@@ -26,13 +26,17 @@ from audience_manager.rules.model import (
 __all__ = [
     "BASE",
     "EVENT_TYPES",
+    "EVERY_KIND",
     "HOUR",
+    "ISO_TIMES",
     "MINUTE",
     "SHORT_WINDOWS",
+    "TRICKY_AMOUNTS",
     "computed_attributes",
     "event_streams",
     "events",
     "instants",
+    "kind_condition",
     "rule_documents",
     "segment_sets",
     "trait_keys",
@@ -518,3 +522,63 @@ def segment_sets(
         out.append((segment_id, f"Segment {segment_id}", parse_rules(document)))
         known += [segment_id, f"Segment {segment_id}"]
     return out
+
+
+# -- one condition against values of every type -------------------------------------------
+
+EVERY_KIND: list[Any] = [
+    "", "a", "A", "ab", "ba", "gold", "Gold", "old", "1", "30", "true", "a1",
+    "2023-11-14", "2023-11-14T22:13:20Z",
+    0, 1, 1.0, -1, 0.5, 30, 30.0,
+    True, False,
+    [], [1], [1.0], [True], ["a"], ["a", 1], ["b", True], [[1]], [{"k": 1}],
+    {}, {"k": 1}, {"k": True}, {"k": "a"}, {"k": [1]},
+]  # fmt: skip
+"""Values of every family, with the look-alikes strict typing must tell apart."""
+
+_SCALARS = [v for v in EVERY_KIND if isinstance(v, str | int | float)]
+_NUMBERS = [v for v in _SCALARS if not isinstance(v, str | bool)]
+
+
+@functools.cache
+def kind_value_for(operator: str) -> st.SearchStrategy[Any]:
+    """A rule value for ``operator`` drawn from ``EVERY_KIND`` (as the model allows)."""
+    if operator in ("eq", "neq"):
+        return st.sampled_from(EVERY_KIND)
+    if operator in ("gt", "gte", "lt", "lte"):
+        return st.sampled_from([v for v in _SCALARS if not isinstance(v, bool)])
+    if operator == "between":
+        return st.lists(st.sampled_from(_NUMBERS), min_size=2, max_size=2).map(sorted)
+    if operator in ("in", "not_in"):
+        return st.lists(st.sampled_from(EVERY_KIND), max_size=4)
+    if operator in ("contains", "not_contains"):
+        return st.sampled_from(_SCALARS)
+    if operator in ("starts_with", "ends_with"):
+        return st.sampled_from([v for v in _SCALARS if isinstance(v, str)])
+    if operator == "matches":
+        return st.sampled_from([*PATTERNS, "a", "b$", "^1", "1", "^$", "[ab]{2}"])
+    return value_for(operator, "signupAt")
+
+
+@functools.cache
+def kind_condition(field: str) -> st.SearchStrategy[dict[str, Any]]:
+    """One attribute condition on ``field`` with any operator."""
+
+    def build(operator: str) -> st.SearchStrategy[dict[str, Any]]:
+        if operator in ("exists", "not_exists"):
+            return st.just({"field": field, "operator": operator})
+        return kind_value_for(operator).map(
+            lambda value: {"field": field, "operator": operator, "value": value}
+        )
+
+    operators = (*VALUE_OPERATORS, "exists", "not_exists")
+    return st.sampled_from(operators).flatmap(build)
+
+
+# -- exact sums ---------------------------------------------------------------------------
+
+TRICKY_AMOUNTS: list[Any] = [
+    0.1, 0.2, 0.3, 0.7, 0.01, 19.99, 1.005, 2.675, 33.333333, 0.0000005, 0.0000015,
+    0.0000025, 1e-7, 100, 1, 5.5,
+]  # fmt: skip
+"""Amounts whose float sums differ from their exact sums, and millionth halves (to even)."""

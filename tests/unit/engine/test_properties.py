@@ -17,13 +17,17 @@ from hypothesis import strategies as st
 from reference import ReferenceModel, iso_to_ms, strict_equal
 from strategies import (
     BASE,
+    EVERY_KIND,
     HOUR,
+    ISO_TIMES,
     MINUTE,
     SHORT_WINDOWS,
+    TRICKY_AMOUNTS,
     computed_attributes,
     event_streams,
     events,
     instants,
+    kind_condition,
     segment_sets,
     trait_keys,
     user_pools,
@@ -37,7 +41,7 @@ from audience_manager.engine import (
     SegmentDefinition,
 )
 from audience_manager.rules.attributes import ComputedAttribute
-from audience_manager.rules.model import Group, rule_to_json
+from audience_manager.rules.model import Group, parse_rules, rule_to_json
 
 Segments = list[tuple[str, str, Group]]
 Batch = list[dict[str, Any]]
@@ -341,6 +345,107 @@ def test_time_operators_and_windows_flip_exactly_on_their_edges(data: st.DataObj
         run.advance(at)
         run.check_members()
     run.check_changes()
+
+
+# -- a, focused: strict types and exact sums -----------------------------------------------
+
+
+@settings(PROPERTY_SETTINGS, max_examples=300)
+@given(data=st.data())
+def test_single_conditions_on_values_of_every_type(data: st.DataObject) -> None:
+    """Each user holds one value of some family (or none); one condition per segment, on
+    the trait and, through ``where``, on an event property."""
+    values = data.draw(
+        st.lists(st.sampled_from([*EVERY_KIND, None]), min_size=5, max_size=30), label="values"
+    )
+    conditions = data.draw(
+        st.lists(kind_condition("v") | kind_condition("v.k"), min_size=1, max_size=4),
+        label="conditions",
+    )
+    segments: Segments = []
+    for index, condition in enumerate(conditions):
+        segments.append((f"t{index}", f"T{index}", parse_rules({"conditions": [condition]})))
+        if condition.get("operator") == "within_last" or (
+            condition["operator"] in ("before", "after") and condition["value"] not in ISO_TIMES
+        ):
+            continue  # a where may not depend on the clock
+        rules = {"conditions": [{"event": "view", "where": [condition]}]}
+        segments.append((f"p{index}", f"P{index}", parse_rules(rules)))
+    stream = [
+        {
+            "user_id": f"u{i}",
+            "event_type": "view",
+            "timestamp": BASE - i,
+            "properties": {"v": value},
+            "traits": {"v": value},
+        }
+        for i, value in enumerate(values)
+    ]
+    run = Run(BASE)
+    run.define(segments)
+    run.apply(stream)
+    run.check_members()
+
+
+@st.composite
+def purchases_and_targets(draw: st.DrawFn) -> tuple[list[list[Any]], list[float]]:
+    """Amounts per user, and sums and averages of some of them (exact to six decimals)."""
+    amounts = draw(
+        st.lists(
+            st.lists(st.sampled_from(TRICKY_AMOUNTS), min_size=1, max_size=4),
+            min_size=3,
+            max_size=12,
+        )
+    )
+    targets = []
+    for _ in range(draw(st.integers(1, 4))):
+        chosen = draw(st.sampled_from(amounts))
+        micros = sum(round(a * 1_000_000) for a in chosen)
+        targets += [micros / 1_000_000, micros / (len(chosen) * 1_000_000)]
+    return amounts, targets
+
+
+@settings(PROPERTY_SETTINGS, max_examples=150)
+@given(data=st.data())
+def test_sums_and_averages_are_exact(data: st.DataObject) -> None:
+    amounts, targets = data.draw(purchases_and_targets(), label="amounts, targets")
+    segments: Segments = []
+    for index, target in enumerate(targets):
+        operator = data.draw(st.sampled_from(["eq", "gte", "lte", "gt", "lt", "neq"]))
+        aggregate = data.draw(st.sampled_from(["sum", "avg", "min", "max"]))
+        documents = [
+            {"conditions": [{"field": "totalSpent", "operator": operator, "value": target}]},
+            {
+                "conditions": [
+                    {
+                        "event": "purchase",
+                        "aggregate": aggregate,
+                        "property": "amount",
+                        "operator": operator,
+                        "value": target,
+                    }
+                ]
+            },
+        ]
+        for kind, document in zip("ae", documents, strict=True):
+            segment_id = f"{kind}{index}"
+            segments.append((segment_id, segment_id.upper(), parse_rules(document)))
+    stream = [
+        {
+            "user_id": f"u{user}",
+            "event_type": "purchase",
+            "timestamp": BASE - position,
+            "properties": {"amount": amount},
+            "traits": None,
+        }
+        for user, spent in enumerate(amounts)
+        for position, amount in enumerate(spent)
+    ]
+    run = Run(BASE)
+    run.define(segments)
+    run.apply(stream)
+    run.check_members()
+    run.check_profiles()
 
 
 # -- d. the change records add up to the membership ---------------------------------------
