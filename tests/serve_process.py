@@ -29,6 +29,8 @@ class Served:
     management_port: int = field(default_factory=free_port)
     ingestion_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # Frequent snapshots in tests, so restarts replay from a snapshot as well as the journal.
+    env: dict[str, str] = field(default_factory=lambda: {"AM_SNAPSHOT_SECONDS": "2"})
 
     @property
     def management(self) -> str:
@@ -52,7 +54,7 @@ class Served:
             str(self.ingestion_port),
         ]
         log = (self.data_dir.parent / f"{self.data_dir.name}-serve.log").open("ab")
-        env = {**os.environ, "AM_SNAPSHOT_SECONDS": "2"}
+        env = {**os.environ, **self.env}
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
