@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from serve_process import Served  # noqa: E402
+from serve_process import Served
 
 T0 = 1_767_225_600_000
 

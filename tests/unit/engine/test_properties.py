@@ -350,16 +350,16 @@ def test_time_operators_and_windows_flip_exactly_on_their_edges(data: st.DataObj
 # -- a, focused: strict types and exact sums -----------------------------------------------
 
 
-@settings(PROPERTY_SETTINGS, max_examples=300)
+@settings(PROPERTY_SETTINGS, max_examples=400)
 @given(data=st.data())
 def test_single_conditions_on_values_of_every_type(data: st.DataObject) -> None:
-    """Each user holds one value of some family (or none); one condition per segment, on
-    the trait and, through ``where``, on an event property."""
+    """Each user holds one value of some family (or none), at the top and nested; one
+    condition per segment, on the trait and, through ``where``, on an event property."""
     values = data.draw(
         st.lists(st.sampled_from([*EVERY_KIND, None]), min_size=5, max_size=30), label="values"
     )
     conditions = data.draw(
-        st.lists(kind_condition("v") | kind_condition("v.k"), min_size=1, max_size=4),
+        st.lists(kind_condition("v") | kind_condition("o.k"), min_size=1, max_size=6),
         label="conditions",
     )
     segments: Segments = []
@@ -376,8 +376,8 @@ def test_single_conditions_on_values_of_every_type(data: st.DataObject) -> None:
             "user_id": f"u{i}",
             "event_type": "view",
             "timestamp": BASE - i,
-            "properties": {"v": value},
-            "traits": {"v": value},
+            "properties": {"v": value, "o": {"k": value}},
+            "traits": {"v": value, "o": {"k": value}},
         }
         for i, value in enumerate(values)
     ]
@@ -409,27 +409,33 @@ def purchases_and_targets(draw: st.DrawFn) -> tuple[list[list[Any]], list[float]
 @given(data=st.data())
 def test_sums_and_averages_are_exact(data: st.DataObject) -> None:
     amounts, targets = data.draw(purchases_and_targets(), label="amounts, targets")
-    segments: Segments = []
-    for index, target in enumerate(targets):
-        operator = data.draw(st.sampled_from(["eq", "gte", "lte", "gt", "lt", "neq"]))
-        aggregate = data.draw(st.sampled_from(["sum", "avg", "min", "max"]))
-        documents = [
-            {"conditions": [{"field": "totalSpent", "operator": operator, "value": target}]},
-            {
-                "conditions": [
-                    {
-                        "event": "purchase",
-                        "aggregate": aggregate,
-                        "property": "amount",
-                        "operator": operator,
-                        "value": target,
-                    }
-                ]
-            },
-        ]
-        for kind, document in zip("ae", documents, strict=True):
-            segment_id = f"{kind}{index}"
-            segments.append((segment_id, segment_id.upper(), parse_rules(document)))
+    operators = data.draw(
+        st.lists(st.sampled_from(["gte", "lte", "gt", "lt", "neq"]), min_size=1, max_size=1),
+        label="operator",
+    )
+    documents: list[dict[str, Any]] = []
+    for target in targets:
+        for operator in ["eq", *operators]:
+            documents.append(
+                {"conditions": [{"field": "totalSpent", "operator": operator, "value": target}]}
+            )
+            documents += [
+                {
+                    "conditions": [
+                        {
+                            "event": "purchase",
+                            "aggregate": aggregate,
+                            "property": "amount",
+                            "operator": operator,
+                            "value": target,
+                        }
+                    ]
+                }
+                for aggregate in ("sum", "avg", "min", "max")
+            ]
+    segments: Segments = [
+        (f"x{i}", f"X{i}", parse_rules(document)) for i, document in enumerate(documents)
+    ]
     stream = [
         {
             "user_id": f"u{user}",
