@@ -44,17 +44,19 @@ def _announce_auth(settings: Settings) -> None:
 def _serve_app(kind: str, settings: Settings) -> None:
     import uvicorn
 
+    from fastapi import FastAPI
+
+    from audience_manager.api.ingestion.app import create_app as create_ingestion
+    from audience_manager.api.management.app import create_app as create_management
+
+    application: FastAPI
     if kind == "management":
-        from audience_manager.api.management.app import create_app
-
-        port = settings.management_port
+        application, port = create_management(settings), settings.management_port
     else:
-        from audience_manager.api.ingestion.app import create_app
-
-        port = settings.ingestion_port
+        application, port = create_ingestion(settings), settings.ingestion_port
     _announce_auth(settings)
     uvicorn.run(
-        create_app(settings),
+        application,
         host=settings.host,
         port=port,
         log_level=settings.log_level.lower(),

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from audience_manager.bus.base import BusUnavailable
-from audience_manager.catalog.errors import Conflict, InvalidInput, NotFound
+from audience_manager.catalog.errors import CatalogUnavailable, Conflict, InvalidInput, NotFound
 from audience_manager.membership import AudienceError
 from audience_manager.rules.errors import RuleValidationError
 from audience_manager.store import StoreUnavailable
@@ -112,5 +112,5 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
-    for unavailable in (StoreUnavailable, BusUnavailable, OperationalError):
+    for unavailable in (StoreUnavailable, BusUnavailable, CatalogUnavailable, OperationalError):
         app.add_exception_handler(unavailable, _unavailable)

@@ -1,4 +1,8 @@
-"""Requests the APIs hand to the processor, which holds the engine: preview, explain, members."""
+"""Requests the APIs hand to the processor, which holds the engine.
+
+``preview``, ``explain``, ``members`` (STATIC uploads) and ``erase``, which waits until
+the processor has applied every event accepted before it on the user's partition.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +25,15 @@ History = Callable[[], Iterable[Sequence[Event]]]
 def answer_requests(
     engine: Engine, store: StateStore, positions: Mapping[int, int], history: History
 ) -> bool:
-    """Answer every pending request; True when one changed state outside the event log."""
+    """Answer every pending request that is due; True when one changed state outside the
+    event log (static members, erasures)."""
     changed = False
     for request_id, kind, payload in store.pending():
-        changed |= kind == "members"
         try:
             body = msgspec.json.decode(payload)
+            if kind == "erase" and positions.get(int(body["partition"]), 0) < int(body["after"]):
+                continue  # the user's earlier events are not all applied yet
+            changed |= kind in ("members", "erase")
             answer = _answer(engine, store, positions, history, kind, body)
         except RuleValidationError as exc:
             issues = [{"path": i.path, "message": i.message} for i in exc.issues]
@@ -53,6 +60,14 @@ def _answer(
         return {"size": size, "sample": sample}
     if kind == "explain":
         return engine.explain(body["userId"], body["segmentId"]).to_json()
+    if kind == "erase":
+        user_id = body["userId"]
+        dense = engine.ids.get(user_id)
+        if dense is None:
+            return {"erased": False}
+        changes = engine.delete_user(user_id)
+        store.commit(build_commit(engine, positions, changes, (), erased=[(dense, user_id)]))
+        return {"erased": True}
     if kind == "members":
         segment_id = body["segmentId"]
         changes = engine.set_static_members(segment_id, body["userIds"], body["mode"])

@@ -142,6 +142,10 @@ class StateStore(ABC):
     def changes_since(self, sequence: int, limit: int = 10_000) -> list[tuple[int, ChangeRecord]]:
         """Membership-change log lines after ``sequence``, oldest first, with their numbers."""
 
+    @abstractmethod
+    def last_change(self) -> int:
+        """The number of the newest membership-change log line (0 when there is none)."""
+
     # -- requests the processor answers (it holds the engine) -----------------------
 
     @abstractmethod

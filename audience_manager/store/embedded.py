@@ -239,6 +239,10 @@ class EmbeddedStateStore(StateStore):
         )
         return [(int(r[0]), ChangeRecord(r[1], r[2], int(r[3]), r[4], int(r[5]))) for r in rows]
 
+    def last_change(self) -> int:
+        rows = self._read("SELECT MAX(seq) FROM changes")
+        return int(rows[0][0] or 0)
+
     def submit(self, kind: str, payload: bytes) -> str:
         request_id = secrets.token_hex(12)
         with self._transaction() as db:

@@ -1,0 +1,3 @@
+"""Attributes endpoints of the management API."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Audiences endpoints of the management API."""
+
+__all__: list[str] = []

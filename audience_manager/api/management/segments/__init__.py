@@ -1,0 +1,3 @@
+"""Segments endpoints of the management API."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Users endpoints of the management API."""
+
+__all__: list[str] = []
