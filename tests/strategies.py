@@ -29,6 +29,7 @@ __all__ = [
     "EVERY_KIND",
     "HOUR",
     "ISO_TIMES",
+    "LOOK_ALIKES",
     "MINUTE",
     "SHORT_WINDOWS",
     "TRICKY_AMOUNTS",
@@ -535,6 +536,9 @@ EVERY_KIND: list[Any] = [
     {}, {"k": 1}, {"k": True}, {"k": "a"}, {"k": [1]},
 ]  # fmt: skip
 """Values of every family, with the look-alikes strict typing must tell apart."""
+
+LOOK_ALIKES: list[Any] = [1, 1.0, True, "1", [1], [1.0], [True], {"k": 1}, {"k": 1.0}, 0, False]
+"""Values equal under Python's ``==`` that are not all strictly equal."""
 
 _SCALARS = [v for v in EVERY_KIND if isinstance(v, str | int | float)]
 _NUMBERS = [v for v in _SCALARS if not isinstance(v, str | bool)]

@@ -20,6 +20,7 @@ from strategies import (
     EVERY_KIND,
     HOUR,
     ISO_TIMES,
+    LOOK_ALIKES,
     MINUTE,
     SHORT_WINDOWS,
     TRICKY_AMOUNTS,
@@ -191,7 +192,7 @@ def batch_splits(draw: st.DrawFn, stream: Batch) -> list[Batch]:
 # -- a. the compiled evaluator agrees with the reference ----------------------------------
 
 
-@settings(PROPERTY_SETTINGS, max_examples=150)
+@settings(PROPERTY_SETTINGS, max_examples=300)
 @given(data=st.data())
 def test_engine_agrees_with_reference(data: st.DataObject) -> None:
     attributes = data.draw(computed_attributes(), label="attributes")
@@ -212,7 +213,7 @@ def test_engine_agrees_with_reference(data: st.DataObject) -> None:
 # -- b. batch boundaries do not matter ----------------------------------------------------
 
 
-@settings(PROPERTY_SETTINGS, max_examples=60)
+@settings(PROPERTY_SETTINGS, max_examples=80)
 @given(data=st.data())
 def test_batch_split_does_not_change_anything(data: st.DataObject) -> None:
     attributes = data.draw(computed_attributes(), label="attributes")
@@ -264,7 +265,7 @@ def timed_batches(
     return start, batches, end
 
 
-@settings(PROPERTY_SETTINGS, max_examples=80)
+@settings(PROPERTY_SETTINGS, max_examples=120)
 @given(data=st.data())
 def test_time_passing_matches_a_fresh_engine_and_the_reference(data: st.DataObject) -> None:
     attributes = data.draw(computed_attributes(), label="attributes")
@@ -387,6 +388,51 @@ def test_single_conditions_on_values_of_every_type(data: st.DataObject) -> None:
     run.check_members()
 
 
+AGGREGATES = ("count", "sum", "min", "max", "avg", "first", "last", "distinct_count")
+
+
+@settings(PROPERTY_SETTINGS, max_examples=200)
+@given(data=st.data())
+def test_computed_attributes_on_values_of_every_type(data: st.DataObject) -> None:
+    """Every aggregate over a property holding values of every family, with many ties in
+    event time; profiles and one condition on each attribute agree with the reference."""
+    within = data.draw(st.none() | st.sampled_from(["5s", "1m"]), label="within")
+    attributes = [
+        ComputedAttribute(
+            name=aggregate,
+            event_type=data.draw(st.sampled_from(["view", "*"]), label="event type"),
+            aggregate=aggregate,
+            property=None if aggregate == "count" else "v",
+            within=within,
+        )
+        for aggregate in AGGREGATES
+    ]
+    event = st.fixed_dictionaries(
+        {
+            "user_id": st.sampled_from(["u0", "u1", "u2", "u3"]),
+            "event_type": st.sampled_from(["view", "view", "other"]),
+            "timestamp": st.sampled_from([0, 0, -1, 1, -1000, -30_000]).map(BASE.__add__),
+            "properties": st.fixed_dictionaries(
+                {},
+                optional={"v": st.sampled_from([*EVERY_KIND, None]) | st.sampled_from(LOOK_ALIKES)},
+            ),
+            "traits": st.none(),
+        }
+    )
+    stream = data.draw(st.lists(event, min_size=1, max_size=16), label="events")
+    conditions = [data.draw(kind_condition(name), label=name) for name in AGGREGATES]
+    segments: Segments = [
+        (f"c{i}", f"C{i}", parse_rules({"conditions": [condition]}))
+        for i, condition in enumerate(conditions)
+    ]
+    now = BASE + data.draw(st.sampled_from([0, 1, 5_999, 6_000, 60_999, 61_000]), label="now")
+    run = Run(now, attributes)
+    run.define(segments)
+    run.apply(stream)
+    run.check_profiles()
+    run.check_members()
+
+
 @st.composite
 def purchases_and_targets(draw: st.DrawFn) -> tuple[list[list[Any]], list[float]]:
     """Amounts per user, and sums and averages of some of them (exact to six decimals)."""
@@ -494,7 +540,7 @@ def test_changes_replay_to_the_members(data: st.DataObject) -> None:
 # -- e. segments defined after the events -------------------------------------------------
 
 
-@settings(PROPERTY_SETTINGS, max_examples=60)
+@settings(PROPERTY_SETTINGS, max_examples=80)
 @given(data=st.data())
 def test_backfill_equals_defining_first(data: st.DataObject) -> None:
     attributes = data.draw(computed_attributes(), label="attributes")
