@@ -53,11 +53,12 @@ class Served:
             "--ingestion-port",
             str(self.ingestion_port),
         ]
-        log = (self.data_dir.parent / f"{self.data_dir.name}-serve.log").open("ab")
         env = {**os.environ, **self.env}
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
+        # The child keeps its own copy of the descriptor.
+        with (self.data_dir.parent / f"{self.data_dir.name}-serve.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
         deadline = time.monotonic() + timeout
         for base in (self.management, self.ingestion):
             while True:

@@ -4,7 +4,7 @@ Prints batched events/s from HTTP to updated membership (until the processor's l
 and p50/p99 latency from a 202 to the membership being visible through the API, measured
 while a background load runs at about half the batched rate.
 
-    .venv/bin/python bench/platform.py [--events 300000] [--batch 1000] [--probes 200]
+    .venv/bin/python bench/end_to_end.py [--events 300000] [--batch 1000] [--probes 200]
 """
 
 from __future__ import annotations
