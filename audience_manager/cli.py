@@ -43,7 +43,6 @@ def _announce_auth(settings: Settings) -> None:
 
 def _serve_app(kind: str, settings: Settings) -> None:
     import uvicorn
-
     from fastapi import FastAPI
 
     from audience_manager.api.ingestion.app import create_app as create_ingestion
