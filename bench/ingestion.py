@@ -35,11 +35,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path; keep sibling scripts from
-# shadowing standard modules (bench/platform.py would hide ``platform``).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 import httpx
 
 SEED = {"eventType": "purchase", "properties": {"amount": 1500, "category": "electronics"}}
