@@ -90,19 +90,27 @@ class Processor:
         self._sync_definitions(force=True)
 
     def _replay_until(self, target: dict[int, int], now: int) -> None:
-        """Re-apply records up to ``target`` at engine time ``now``, writing nothing."""
-        while any(self.positions.get(p, 0) < o for p, o in target.items()):
+        """Re-apply the records up to ``target`` as one batch at engine time ``now``.
+
+        The batch is gathered whole before it is applied, so it is the very batch the
+        journal recorded, whatever the polls return: the engine ends up exactly as it was.
+        """
+        batch: list[Record] = []
+        reached = dict(self.positions)
+        while any(reached.get(p, 0) < o for p, o in target.items()):
             records = self.consumer.poll(self.config.max_batch, self.config.poll_timeout)
             if not records:
                 raise RuntimeError(f"the log ends before committed positions {target}")
-            kept = [r for r in records if r.offset < target.get(r.partition, 0)]
             beyond: dict[int, int] = {}
             for record in records:
-                if record.offset >= target.get(record.partition, 0):
+                if record.offset < target.get(record.partition, 0):
+                    batch.append(record)
+                    reached[record.partition] = record.offset + 1
+                else:
                     beyond.setdefault(record.partition, record.offset)  # the first one
             if beyond:
                 self.consumer.seek(beyond)
-            self._apply(kept, now, commit=False)
+        self._apply(batch, now, commit=False)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set, then snapshot."""
@@ -160,6 +168,9 @@ class Processor:
     # -- applying ---------------------------------------------------------------------
 
     def _apply(self, records: list[Record], now: int, *, commit: bool) -> int:
+        # One fixed order, whatever the polls interleaved: a replay of the same records
+        # then assigns the same dense user ids as the first run did.
+        records = sorted(records, key=lambda r: (r.partition, r.offset))
         batch = decode(records)
         changes: list[MembershipChange] = []
         users: set[str] = set()

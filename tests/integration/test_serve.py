@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from serve_process import Served
 
+from audience_manager.bus.embedded import EmbeddedEventBus
 from audience_manager.engine import Engine, Event, ManualClock, SegmentDefinition
 from audience_manager.rules.model import parse_rules
 
@@ -58,6 +62,9 @@ def test_the_seed_walkthrough(served: Served) -> None:
     assert served.stop() == 0
 
 
+NUMBERS = itertools.count()
+
+
 def _send_forever(
     served: Served, accepted: list[dict[str, Any]], stop: threading.Event, seed: int
 ) -> None:
@@ -68,7 +75,7 @@ def _send_forever(
                 {
                     "userId": f"u{rng.randrange(40)}",
                     "eventType": "purchase",
-                    "properties": {"amount": rng.randrange(1, 500)},
+                    "properties": {"amount": rng.randrange(1, 500), "n": next(NUMBERS)},
                     "timestamp": 1_767_225_600_000 + len(accepted),
                 }
                 for _ in range(rng.randrange(1, 50))
@@ -97,14 +104,23 @@ def test_every_accepted_event_is_applied_exactly_once_across_kill_9(served: Serv
         served.start()
     served.wait_applied()
     served.wait_active(created["id"])
+    assert accepted, "nothing was accepted"
 
+    # A batch may be durable although its 202 never arrived (killed in between), so the
+    # truth is the log: every accepted event is in it once, and nothing is in it twice.
+    logged = _logged_events(served.data_dir / "log")
+    numbers = Counter(e["properties"]["n"] for e in logged)
+    assert [n for n, times in numbers.items() if times > 1] == []
+    missing = {e["properties"]["n"] for e in accepted} - set(numbers)
+    assert missing == set(), f"{len(missing)} accepted events are not in the log"
+
+    # State equals the engine run over exactly the logged events.
     engine = Engine(ManualClock(1_767_225_600_000))
     engine.upsert_segment(SegmentDefinition("high", "High", parse_rules(HIGH_VALUE)))
     engine.apply(
-        [Event(e["userId"], e["eventType"], e["timestamp"], e["properties"]) for e in accepted]
+        [Event(e["userId"], e["eventType"], e["timestamp"], e["properties"]) for e in logged]
     )
-    assert accepted, "nothing was accepted"
-    for user in sorted({e["userId"] for e in accepted}):
+    for user in sorted({e["userId"] for e in logged}):
         profile = httpx.get(f"{served.management}/api/users/{user}").json()
         expected = engine.profile(user)
         assert expected is not None
@@ -113,6 +129,19 @@ def test_every_accepted_event_is_applied_exactly_once_across_kill_9(served: Serv
         f"{served.management}/api/segments/{created['id']}/members", params={"limit": 10_000}
     ).json()["members"]
     assert set(members) == engine.members("high")
+
+
+def _logged_events(directory: Path) -> list[dict[str, Any]]:
+    bus = EmbeddedEventBus(directory, partitions=8)
+    try:
+        consumer = bus.consumer("events", "check")
+        consumer.assign(None)
+        events: list[dict[str, Any]] = []
+        while records := consumer.poll(100_000, 0.5):
+            events.extend(msgspec.json.decode(r.value) for r in records)
+        return events
+    finally:
+        bus.close()
 
 
 def test_a_rule_changed_while_events_flow_converges(served: Served) -> None:

@@ -153,3 +153,21 @@ def test_a_restart_resumes_without_loss_or_double_counting(platform: Platform) -
     )
     assert total == 200 * 100
     assert platform.store.applied() == 200
+
+
+def test_a_replay_assigns_the_same_user_ids_however_the_polls_fall(platform: Platform) -> None:
+    processor = platform.processor()
+    processor.recover()
+    processor.snapshot()  # replays below start from here
+    platform.send(*(purchase(f"user-{i}", 10) for i in range(300)))
+    drain(processor)
+    original = {f"user-{i}": processor.engine.ids.get(f"user-{i}") for i in range(300)}
+
+    # Small polls interleave partitions differently from the one big poll of the first run.
+    resumed = platform.processor()
+    resumed.config = ProcessorConfig(
+        snapshots=platform.directory / "snapshots", catalog_every=0.0, max_batch=7
+    )
+    resumed.recover()
+
+    assert {u: resumed.engine.ids.get(u) for u in original} == original
