@@ -533,7 +533,7 @@ EVERY_KIND: list[Any] = [
     0, 1, 1.0, -1, 0.5, 30, 30.0,
     True, False,
     [], [1], [1.0], [True], ["a"], ["a", 1], ["b", True], [[1]], [{"k": 1}],
-    {}, {"k": 1}, {"k": True}, {"k": "a"}, {"k": [1]},
+    {}, {"k": 1}, {"k": True}, {"k": "a"}, {"k": [1]}, {"k": None}, [None], ["a", None],
 ]  # fmt: skip
 """Values of every family, with the look-alikes strict typing must tell apart."""
 

@@ -79,7 +79,13 @@ def family(value: Any) -> str | None:
 
 
 def strict_equal(a: Any, b: Any) -> bool:
-    """JSON equality without coercion: booleans are not numbers, ``"1"`` is not ``1``."""
+    """JSON equality without coercion: booleans are not numbers, ``"1"`` is not ``1``.
+
+    A ``null`` inside a list or object equals ``null`` (identical documents are equal); a
+    missing attribute never reaches here, operators are false on it first.
+    """
+    if a is None or b is None:
+        return a is None and b is None
     fa, fb = family(a), family(b)
     if fa is None or fa != fb:
         return False

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import ReferenceModel, iso_to_ms, strict_equal
@@ -430,6 +431,33 @@ def test_computed_attributes_on_values_of_every_type(data: st.DataObject) -> Non
     run.define(segments)
     run.apply(stream)
     run.check_profiles()
+    run.check_members()
+
+
+@pytest.mark.parametrize("value", [{"sku": None}, [None], {"a": [1, None]}])
+def test_a_value_holding_nulls_equals_itself(value: Any) -> None:
+    """Lists and objects compare item by item, key by key; a null inside is a value there
+    (not a missing attribute), so an identical document is equal, as ``distinct_count``
+    already counts it."""
+    rules = [
+        {"field": "x", "operator": "eq", "value": value},
+        {"field": "x", "operator": "in", "value": [value]},
+        {"event": "view", "where": [{"field": "x", "operator": "eq", "value": value}]},
+    ]
+    run = Run(BASE)
+    run.define([(f"s{i}", f"S{i}", parse_rules({"conditions": [r]})) for i, r in enumerate(rules)])
+    run.apply(
+        [
+            {
+                "user_id": "u0",
+                "event_type": "view",
+                "timestamp": BASE,
+                "properties": {"x": value},
+                "traits": {"x": value},
+            }
+        ]
+    )
+    assert run.reference.members("s0", BASE) == {"u0"}
     run.check_members()
 
 
