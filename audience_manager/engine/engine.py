@@ -29,7 +29,7 @@ from audience_manager.rules.compiler import AggregateSpec, CompiledRule, compile
 from audience_manager.rules.deps import DependencyIndex, check_acyclic, evaluation_order
 from audience_manager.rules.explain import Explanation, explain
 from audience_manager.rules.model import Group
-from audience_manager.rules.values import BoolArray
+from audience_manager.rules.values import BoolArray, ValueVector
 
 __all__ = ["Engine"]
 
@@ -443,6 +443,36 @@ class Engine:
             "segments": self.membership.segments_of(row),
         }
 
+    def profiles(self, user_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Profiles of many users at once (None for unknown ones), without segments."""
+        dense = [self.ids.get(u) for u in user_ids]
+        known = [i for i, d in enumerate(dense) if d is not None]
+        out: list[dict[str, Any] | None] = [None] * len(user_ids)
+        if not known:
+            return out
+        rows = np.asarray([dense[i] for i in known], dtype=np.int64)
+        attributes = {
+            name: self.attribute_aggregate(name).vector(rows).values() for name in self.attributes
+        }
+        traits: list[dict[str, Any]] = [{} for _ in known]
+        for key, column in self.table.traits.items():
+            present = np.flatnonzero(column.kind[rows[rows < len(column.kind)]] != 0)
+            if len(present):
+                values = column.gather(rows[present]).values()
+                for position, value in zip(present.tolist(), values, strict=True):
+                    traits[position][key] = value
+        first = _iso_many(self.table.times("firstSeen", rows))
+        last = _iso_many(self.table.times("lastSeen", rows))
+        for j, i in enumerate(known):
+            out[i] = {
+                "userId": user_ids[i],
+                "traits": traits[j],
+                "attributes": {name: values[j] for name, values in attributes.items()},
+                "firstSeen": first[j],
+                "lastSeen": last[j],
+            }
+        return out
+
     def explain(self, user_id: str, segment_id: str) -> Explanation:
         """Which conditions of a segment hold for a user, with the values compared."""
         segment = self._segments[self.segment_id(segment_id)]
@@ -565,6 +595,14 @@ class Engine:
             if segment.compiled is not None:
                 changes.extend(self.upsert_segment(segment.definition))
         return changes
+
+
+def _iso_many(times: ValueVector) -> list[str | None]:
+    """ISO-8601 (UTC, milliseconds, ``Z``) of a vector of instants, in bulk."""
+    present = times.kind != 0
+    ms = np.where(present, times.num, 0.0).astype(np.int64)
+    stamps = np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms").tolist()
+    return [f"{s}Z" if ok else None for s, ok in zip(stamps, present.tolist(), strict=True)]
 
 
 def _iso(ms: int | None) -> str | None:

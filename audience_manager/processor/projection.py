@@ -40,12 +40,11 @@ def build_commit(
     for (segment_id, dense), last in final.items():
         (enters if last == "enter" else exits).setdefault(segment_id, []).append(dense)
     profiles = []
-    for user_id in sorted(users):
-        dense = engine.ids.get(user_id)
-        profile = engine.profile(user_id)
+    ordered = sorted(users)
+    for user_id, profile in zip(ordered, engine.profiles(ordered), strict=True):
+        dense = ids.get(user_id)
         if dense is not None and profile is not None:
             # Readers take segments from the membership rows, which every change updates.
-            del profile["segments"]
             profiles.append(ProfileWrite(dense, user_id, msgspec.json.encode(profile)))
     for user_id, dense in erased_ids.items():
         profiles.append(ProfileWrite(dense, user_id, None))

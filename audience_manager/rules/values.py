@@ -204,6 +204,18 @@ class ValueVector:
             return self.other[i]
         return None
 
+    def values(self) -> list[Any]:
+        """Every value as Python (None when missing), in bulk."""
+        kinds = set(np.unique(self.kind).tolist()) if len(self.kind) else set()
+        if kinds <= {NUM, MISSING}:
+            present = self.kind == NUM
+            out: list[Any] = [
+                (int(x) if x.is_integer() and abs(x) <= _EXACT_INT else x) if ok else None
+                for x, ok in zip(self.num.tolist(), present.tolist(), strict=True)
+            ]
+            return out
+        return [self.value(i) for i in range(len(self))]
+
     @classmethod
     def from_values(cls, values: list[Any], strings: StringDictionary | None = None) -> ValueVector:
         """Build a vector from Python values (None = missing)."""

@@ -113,3 +113,29 @@ def test_backfill_evaluates_every_profile() -> None:
 
     assert {c.user_id for c in changes} == {f"u{i}" for i in range(1, 10, 2)}
     assert engine.backfill("pro") == []  # nothing changed since
+
+
+def test_bulk_profiles_equal_single_profiles() -> None:
+    engine = Engine(ManualClock(T0))
+    engine.upsert_attribute(
+        ComputedAttribute(
+            name="lastCategory", event_type="purchase", aggregate="last", property="c"
+        )
+    )
+    engine.upsert_segment(SegmentDefinition("static", "Static", type="STATIC"))
+    engine.apply(
+        [
+            Event("a", "purchase", T0, {"amount": 10.25, "c": "books"}, {"plan": "pro"}),
+            Event("b", "view", T0 + 5, {}, {"tags": ["x", None], "address": {"city": "Oslo"}}),
+        ]
+    )
+    engine.set_static_members("static", ["never-seen"], mode="add")
+    users = ["a", "b", "never-seen", "unknown"]
+    expected = []
+    for user in users:
+        profile = engine.profile(user)
+        if profile is not None:
+            del profile["segments"]
+        expected.append(profile)
+
+    assert engine.profiles(users) == expected
