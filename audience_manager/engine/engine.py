@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ from audience_manager.engine.aggregates import Aggregate, create_aggregate
 from audience_manager.engine.batch import Batch, invalid_reason, union_rows
 from audience_manager.engine.columns import BitColumn, RowArray
 from audience_manager.engine.context import EngineContext
+from audience_manager.engine.documents import profile_documents
 from audience_manager.engine.events import Event
 from audience_manager.engine.frames import EventFrame
 from audience_manager.engine.profiles import ProfileTable
@@ -29,7 +29,7 @@ from audience_manager.rules.compiler import AggregateSpec, CompiledRule, compile
 from audience_manager.rules.deps import DependencyIndex, check_acyclic, evaluation_order
 from audience_manager.rules.explain import Explanation, explain
 from audience_manager.rules.model import Group
-from audience_manager.rules.values import BoolArray, ValueVector
+from audience_manager.rules.values import BoolArray
 
 __all__ = ["Engine"]
 
@@ -426,52 +426,16 @@ class Engine:
 
     def profile(self, user_id: str) -> dict[str, Any] | None:
         """A user's profile: traits, attributes, first/last seen and segments."""
+        document = self.profiles([user_id])[0]
         row = self.ids.get(user_id)
-        if row is None:
+        if document is None or row is None:
             return None
-        first, last = self.table.seen(row)
-        rows = np.array([row], dtype=np.int64)
-        attributes = {
-            name: self.attribute_aggregate(name).vector(rows).value(0) for name in self.attributes
-        }
-        return {
-            "userId": user_id,
-            "traits": self.table.traits_of(row),
-            "attributes": attributes,
-            "firstSeen": _iso(first),
-            "lastSeen": _iso(last),
-            "segments": self.membership.segments_of(row),
-        }
+        document["segments"] = self.membership.segments_of(row)
+        return document
 
     def profiles(self, user_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Profiles of many users at once (None for unknown ones), without segments."""
-        dense = [self.ids.get(u) for u in user_ids]
-        known = [i for i, d in enumerate(dense) if d is not None]
-        out: list[dict[str, Any] | None] = [None] * len(user_ids)
-        if not known:
-            return out
-        rows = np.asarray([dense[i] for i in known], dtype=np.int64)
-        attributes = {
-            name: self.attribute_aggregate(name).vector(rows).values() for name in self.attributes
-        }
-        traits: list[dict[str, Any]] = [{} for _ in known]
-        for key, column in self.table.traits.items():
-            present = np.flatnonzero(column.kind[rows[rows < len(column.kind)]] != 0)
-            if len(present):
-                values = column.gather(rows[present]).values()
-                for position, value in zip(present.tolist(), values, strict=True):
-                    traits[position][key] = value
-        first = _iso_many(self.table.times("firstSeen", rows))
-        last = _iso_many(self.table.times("lastSeen", rows))
-        for j, i in enumerate(known):
-            out[i] = {
-                "userId": user_ids[i],
-                "traits": traits[j],
-                "attributes": {name: values[j] for name, values in attributes.items()},
-                "firstSeen": first[j],
-                "lastSeen": last[j],
-            }
-        return out
+        return profile_documents(self, user_ids)
 
     def explain(self, user_id: str, segment_id: str) -> Explanation:
         """Which conditions of a segment hold for a user, with the values compared."""
@@ -595,18 +559,3 @@ class Engine:
             if segment.compiled is not None:
                 changes.extend(self.upsert_segment(segment.definition))
         return changes
-
-
-def _iso_many(times: ValueVector) -> list[str | None]:
-    """ISO-8601 (UTC, milliseconds, ``Z``) of a vector of instants, in bulk."""
-    present = times.kind != 0
-    ms = np.where(present, times.num, 0.0).astype(np.int64)
-    stamps = np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms").tolist()
-    return [f"{s}Z" if ok else None for s, ok in zip(stamps, present.tolist(), strict=True)]
-
-
-def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
