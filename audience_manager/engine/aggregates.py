@@ -10,7 +10,6 @@ bucket partials and recompute from the live ones.
 from __future__ import annotations
 
 import heapq
-import math
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -376,10 +375,6 @@ def _partial(kind: str, value: Any, t: int, seq: int) -> Any:
     """One event's contribution, or None when it has no usable value."""
     if value is None:
         return None
-    if kind in ("min", "max"):
-        if value is True or value is False or not isinstance(value, int | float):
-            return None
-        return float(value)
     if kind == "distinct_count":
         return {_distinct_key(value)}
     return (t, seq, value)  # first / last
@@ -388,10 +383,6 @@ def _partial(kind: str, value: Any, t: int, seq: int) -> Any:
 def _merge(kind: str, a: Any, b: Any) -> Any:
     if a is None:
         return b
-    if kind == "min":
-        return min(a, b)
-    if kind == "max":
-        return max(a, b)
     if kind == "distinct_count":
         return a | b
     if kind == "first":
@@ -400,12 +391,7 @@ def _merge(kind: str, a: Any, b: Any) -> Any:
 
 
 def _final(kind: str, partial: Any) -> Any:
-    if kind == "distinct_count":
-        return len(partial)
-    if kind in ("first", "last"):
-        return partial[2]
-    value = float(partial)
-    return int(value) if value.is_integer() and math.isfinite(value) else value
+    return len(partial) if kind == "distinct_count" else partial[2]  # first / last
 
 
 def _distinct_key(value: Any) -> Any:
