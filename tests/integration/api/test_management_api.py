@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
+from serve_process import serving
 
 from audience_manager.api.management import create_app
 from audience_manager.backends import Backends, open_backends
@@ -31,28 +29,6 @@ HIGH_VALUE = {"conditions": [{"field": "totalSpent", "operator": "gt", "value": 
 BUYERS = {"conditions": [{"field": "purchaseCount", "operator": "gte", "value": 1}]}
 SEGMENT_KEYS = {"id", "name", "type", "rules", "status", "version", "size", "createdAt"}
 SEGMENT_KEYS |= {"updatedAt", "description", "statusProgress", "statusReason"}
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread on a free loopback port; yield its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "uvicorn did not start"
-        assert time.monotonic() < deadline, "uvicorn did not start in time"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
 
 
 @contextmanager

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from test_management_api import HIGH_VALUE, assert_error, event, processing, serving
+from serve_process import serving
+from test_management_api import HIGH_VALUE, assert_error, event, processing
 
 from audience_manager.api.management import create_app
 from audience_manager.backends import open_backends
