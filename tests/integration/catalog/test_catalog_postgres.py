@@ -1,12 +1,8 @@
 """The catalog on PostgreSQL: the same schema, types and guarantees as on SQLite."""
 
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, TypeVar
 
+import catalog_races
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -14,7 +10,6 @@ from sqlalchemy import Engine, exc, inspect
 from sqlalchemy.orm import Session
 
 from audience_manager.catalog import (
-    CatalogError,
     CatalogService,
     Conflict,
     InvalidInput,
@@ -23,23 +18,7 @@ from audience_manager.catalog import (
 )
 from audience_manager.catalog.models import Base, SegmentRecord
 
-SEED: dict[str, Any] = {"conditions": [{"field": "totalSpent", "operator": "gt", "value": 1000}]}
-T = TypeVar("T")
-
-
-def together(calls: list[Callable[[], T]]) -> list[T | CatalogError]:
-    """Run ``calls`` on their own threads, released at once; errors are returned."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], T]) -> T | CatalogError:
-        barrier.wait()
-        try:
-            return call()
-        except CatalogError as error:
-            return error
-
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(run, calls))
+SEED = catalog_races.SEED
 
 
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:
@@ -131,57 +110,11 @@ def test_pagination_lists_each_segment_once(catalog: CatalogService) -> None:
 
 
 def test_concurrent_writes_take_distinct_revisions_and_none_is_missed(engine: Engine) -> None:
-    reader = CatalogService(engine)
-    seen: set[str] = set()
-    revision = 0
-    done = threading.Event()
-
-    def follow() -> None:
-        nonlocal revision
-        finished = False
-        while not finished:
-            finished = done.wait(0.002)
-            changes = reader.changes_since(revision)
-            seen.update(s.id for s in changes.segments)
-            revision = changes.revision
-
-    follower = threading.Thread(target=follow)
-    follower.start()
-
-    def write(worker: int) -> list[str]:
-        service = CatalogService(engine)
-        return [
-            service.create_segment(SegmentCreate(name=f"w{worker}-{i}", rules=SEED)).id
-            for i in range(15)
-        ]
-
-    results = together([partial(write, w) for w in range(4)])
-    done.set()
-    follower.join()
-    created = {id_ for result in results if isinstance(result, list) for id_ in result}
-    assert len(created) == 60
-    assert seen == created
-    assert reader.current_revision() == revision == 60
+    catalog_races.revisions_are_distinct_and_none_is_missed(engine)
 
 
 def test_concurrent_replaces_cannot_close_a_cycle(engine: Engine) -> None:
-    catalog = CatalogService(engine)
-    for name in ("A", "B"):
-        catalog.create_segment(SegmentCreate(name=name, rules=SEED))
-
-    def point(source: str, target: str) -> Callable[[], object]:
-        rules = {"conditions": [{"segment": target}]}
-        return lambda: CatalogService(engine).replace_segment(
-            source, SegmentCreate(name=source, rules=rules)
-        )
-
-    for _ in range(5):
-        outcomes = together([point("A", "B"), point("B", "A")])
-        failures = [o for o in outcomes if isinstance(o, CatalogError)]
-        assert len(failures) == 1, outcomes
-        assert "cycle" in str(failures[0])
-        for name in ("A", "B"):
-            catalog.replace_segment(name, SegmentCreate(name=name, rules=SEED))
+    catalog_races.replaces_cannot_close_a_cycle(engine)
 
 
 def test_progress_updates_stay_out_of_the_feed(catalog: CatalogService) -> None:
