@@ -1,10 +1,16 @@
-"""Profiles as documents (what readers store and serve), built for many users at once."""
+"""Profiles as stored records and as documents, built for many users at once.
+
+The processor stores a profile as a compact :class:`ProfileRecord` (MessagePack: traits,
+attribute values, first and last seen as epoch milliseconds); readers turn it into the
+document the API serves with :func:`decode_profile`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 
 from audience_manager.rules.values import ValueVector
@@ -12,20 +18,68 @@ from audience_manager.rules.values import ValueVector
 if TYPE_CHECKING:
     from audience_manager.engine.engine import Engine
 
-__all__ = ["iso_times", "profile_documents"]
+__all__ = [
+    "ProfileRecord",
+    "decode_profile",
+    "encode_profile",
+    "iso_times",
+    "profile_document",
+    "profile_documents",
+    "profile_records",
+]
 
 
-def profile_documents(engine: Engine, user_ids: Sequence[str]) -> list[dict[str, Any] | None]:
-    """Profiles of many users (None for unknown ones), without segments, in bulk."""
-    dense = [engine.ids.get(u) for u in user_ids]
+class ProfileRecord(msgspec.Struct, array_like=True, gc=False):
+    """A profile as the state store keeps it."""
+
+    traits: dict[str, Any]
+    attributes: dict[str, Any]
+    first_seen: int | None
+    last_seen: int | None
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(ProfileRecord)
+
+
+def encode_profile(record: ProfileRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_profile(user_id: str, stored: bytes) -> dict[str, Any]:
+    """The API document of a stored profile record."""
+    return profile_document(user_id, _decoder.decode(stored))
+
+
+def profile_document(user_id: str, record: ProfileRecord) -> dict[str, Any]:
+    return {
+        "userId": user_id,
+        "traits": record.traits,
+        "attributes": record.attributes,
+        "firstSeen": _iso(record.first_seen),
+        "lastSeen": _iso(record.last_seen),
+    }
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return f"{np.datetime_as_string(np.datetime64(ms, 'ms'), unit='ms')}Z"
+
+
+def profile_records(engine: Engine, user_ids: Sequence[str]) -> list[ProfileRecord | None]:
+    """Profile records of many users (None for unknown ones), in bulk."""
+    dense = engine.ids.get_many(user_ids)
     known = [i for i, d in enumerate(dense) if d is not None]
-    out: list[dict[str, Any] | None] = [None] * len(user_ids)
+    out: list[ProfileRecord | None] = [None] * len(user_ids)
     if not known:
         return out
     rows = np.asarray([dense[i] for i in known], dtype=np.int64)
-    attributes = {
-        name: engine.attribute_aggregate(name).vector(rows).values() for name in engine.attributes
-    }
+    names = list(engine.attributes)
+    columns = [engine.attribute_aggregate(name).vector(rows).values() for name in names]
+    attributes = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    if not names:
+        attributes = [{} for _ in known]
     traits: list[dict[str, Any]] = [{} for _ in known]
     for key, column in engine.table.traits.items():
         present = np.flatnonzero(column.kind[rows[rows < len(column.kind)]] != 0)
@@ -33,17 +87,25 @@ def profile_documents(engine: Engine, user_ids: Sequence[str]) -> list[dict[str,
             values = column.gather(rows[present]).values()
             for position, value in zip(present.tolist(), values, strict=True):
                 traits[position][key] = value
-    first = iso_times(engine.table.times("firstSeen", rows))
-    last = iso_times(engine.table.times("lastSeen", rows))
+    first = _epoch_ms(engine.table.times("firstSeen", rows))
+    last = _epoch_ms(engine.table.times("lastSeen", rows))
     for j, i in enumerate(known):
-        out[i] = {
-            "userId": user_ids[i],
-            "traits": traits[j],
-            "attributes": {name: values[j] for name, values in attributes.items()},
-            "firstSeen": first[j],
-            "lastSeen": last[j],
-        }
+        out[i] = ProfileRecord(traits[j], attributes[j], first[j], last[j])
     return out
+
+
+def profile_documents(engine: Engine, user_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    """Profile documents of many users (None for unknown ones), without segments."""
+    return [
+        None if record is None else profile_document(user_id, record)
+        for user_id, record in zip(user_ids, profile_records(engine, user_ids), strict=True)
+    ]
+
+
+def _epoch_ms(times: ValueVector) -> list[int | None]:
+    present = times.kind != 0
+    ms = np.where(present, times.num, 0.0).astype(np.int64).tolist()
+    return [m if ok else None for m, ok in zip(ms, present.tolist(), strict=True)]
 
 
 def iso_times(times: ValueVector) -> list[str | None]:

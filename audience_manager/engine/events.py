@@ -9,7 +9,7 @@ import msgspec
 __all__ = ["Event"]
 
 
-class Event(msgspec.Struct, frozen=True, rename="camel"):
+class Event(msgspec.Struct, frozen=True, rename="camel", gc=False):
     """One user event.
 
     ``timestamp`` is the event time in epoch milliseconds; ingestion fills it with the

@@ -80,6 +80,11 @@ class UserIds:
         """Return the dense id of ``user_id``, or None if it was never seen or is released."""
         return self._dense.get(user_id)
 
+    def get_many(self, user_ids: Sequence[str]) -> list[int | None]:
+        """The dense id of each of ``user_ids`` (None where there is none), in order."""
+        get = self._dense.get
+        return [get(user_id) for user_id in user_ids]
+
     def user_id(self, dense: int) -> str:
         """Return the ``userId`` of a dense id; KeyError if unknown or released."""
         user_id = self._user_ids[dense] if 0 <= dense < len(self._user_ids) else None

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import msgspec
-
 from audience_manager.engine import Engine, MembershipChange
+from audience_manager.engine.documents import encode_profile, profile_records
 from audience_manager.store import ChangeRecord, ProfileWrite, StateCommit
 
 __all__ = ["build_commit"]
@@ -25,27 +24,27 @@ def build_commit(
     users = set(touched)
     log: list[ChangeRecord] = []
     # A user may leave and re-enter within one batch: the last change is the state.
-    final: dict[tuple[str, int], str] = {}
+    final: dict[tuple[str, int], bool] = {}
     ids = engine.ids
-    for change in changes:
-        dense = ids.get(change.user_id)
+    changes = list(changes)
+    for change, dense in zip(changes, ids.get_many([c.user_id for c in changes]), strict=True):
         if dense is None:  # erased in this batch: its rows go with the erasure
             dense = erased_ids.get(change.user_id, -1)
         else:
-            final[(change.segment_id, dense)] = change.change
+            final[(change.segment_id, dense)] = change.change == "enter"
             users.add(change.user_id)
         log.append(ChangeRecord(change.segment_id, change.user_id, dense, change.change, change.at))
     enters: dict[str, list[int]] = {}
     exits: dict[str, list[int]] = {}
-    for (segment_id, dense), last in final.items():
-        (enters if last == "enter" else exits).setdefault(segment_id, []).append(dense)
+    for (segment_id, dense), entered in final.items():
+        (enters if entered else exits).setdefault(segment_id, []).append(dense)
     profiles = []
     ordered = sorted(users)
-    for user_id, profile in zip(ordered, engine.profiles(ordered), strict=True):
-        dense = ids.get(user_id)
-        if dense is not None and profile is not None:
+    records = profile_records(engine, ordered)
+    for user_id, dense, record in zip(ordered, ids.get_many(ordered), records, strict=True):
+        if dense is not None and record is not None:
             # Readers take segments from the membership rows, which every change updates.
-            profiles.append(ProfileWrite(dense, user_id, msgspec.json.encode(profile)))
+            profiles.append(ProfileWrite(dense, user_id, encode_profile(record)))
     for user_id, dense in erased_ids.items():
         profiles.append(ProfileWrite(dense, user_id, None))
         log.append(ChangeRecord("", user_id, dense, "erase", engine.now))

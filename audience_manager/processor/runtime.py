@@ -1,10 +1,14 @@
 """The processor: poll the event log, apply the engine, commit state with positions.
 
 One loop step polls a batch, applies it, and commits the read model together with the
-positions consumed and a journal entry. Time advances every step, so window exits fire on
-time even without events. Snapshots bound recovery: on start the newest snapshot is
-restored and the log replayed from its positions; batches already committed are replayed at
-their journaled engine time and write nothing (``docs/architecture.md``).
+positions consumed and a journal entry. The commit runs on a writer thread while the next
+batch is polled and applied (the database does its work without holding the GIL); a step
+waits for it before anything else writes to the store, before a snapshot, and before the
+next commit, so commits land one at a time and in order. Time advances every step, so
+window exits fire on time even without events. Snapshots bound recovery: on start the
+newest snapshot is restored and the log replayed from its positions; batches already
+committed are replayed at their journaled engine time and write nothing
+(``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +71,8 @@ class Processor:
         self.seen_messages: dict[str, None] = {}  # recent messageIds, oldest first
         self._last_snapshot = time.monotonic()
         self._last_catalog = 0.0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._inflight: tuple[Future[None], dict[int, int], list[tuple[str, bytes]]] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -114,19 +121,33 @@ class Processor:
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set, then snapshot."""
-        self.recover()
-        while not stop.is_set():
-            self.step()
-        self.snapshot()
+        try:
+            self.recover()
+            while not stop.is_set():
+                self.step()
+            self.snapshot()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Wait for the commit in flight (if any) and stop the writer thread."""
+        try:
+            self._settle()
+        finally:
+            self._writer.shutdown()
 
     def step(self) -> int:
         """Poll, apply and commit one batch (or just let time pass); returns events applied."""
         monotonic = time.monotonic()
         if monotonic - self._last_catalog >= self.config.catalog_every:
             self._last_catalog = monotonic
-            self._sync_definitions()
-        if answer_requests(self.engine, self.store, self.positions, self.history):
-            self.snapshot()  # members changed outside the log: a replay must not cross it
+            if self.definitions.outdated():
+                self._settle()
+                self._sync_definitions()
+        if self.store.pending(limit=1):
+            self._settle()
+            if answer_requests(self.engine, self.store, self.positions, self.history):
+                self.snapshot()  # members changed outside the log: a replay must not cross it
         records = self.consumer.poll(self.config.max_batch, self.config.poll_timeout)
         applied = self._apply(records, self.clock(), commit=True)
         if monotonic - self._last_snapshot >= self.config.snapshot_every:
@@ -160,6 +181,7 @@ class Processor:
 
     def snapshot(self) -> None:
         """Write a snapshot of the engine at the current positions; prune the journal."""
+        self._settle()
         meta = {"messages": list(self.seen_messages), "definitions": self.definitions.state()}
         save_snapshot(self.config.snapshots, self.engine, self.positions, meta)
         self.store.prune_journal(self.positions)
@@ -204,14 +226,25 @@ class Processor:
         for record in records:
             self.positions[record.partition] = record.offset + 1
         if commit and (records or changes):
-            self.store.commit(
-                build_commit(self.engine, self.positions, changes, users, erased, len(records))
-            )
-            if poison:
-                self.bus.publish(DEAD_LETTER, poison)
-            # Group positions in the log: for lag monitoring and so retention may delete.
-            self.consumer.commit(self.positions)
+            state = build_commit(self.engine, self.positions, changes, users, erased, len(records))
+            self._settle()
+            future = self._writer.submit(self.store.commit, state)
+            self._inflight = (future, dict(self.positions), poison)
+        elif commit:
+            self._settle()  # idle: nothing to overlap with
         return len(records)
+
+    def _settle(self) -> None:
+        """Wait for the commit in flight; then publish its dead letters and positions."""
+        if self._inflight is None:
+            return
+        future, positions, poison = self._inflight
+        self._inflight = None
+        future.result()  # a failed commit raises here (StoreUnavailable: the loop restarts)
+        if poison:
+            self.bus.publish(DEAD_LETTER, poison)
+        # Group positions in the log: for lag monitoring and so retention may delete.
+        self.consumer.commit(positions)
 
     def _duplicate(self, event: Event) -> bool:
         """True for a messageId seen before (the last million are remembered)."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+import msgspec
 from pyroaring import BitMap
 
 __all__ = [
@@ -37,9 +37,8 @@ class StoreUnavailable(StoreError):
     """The backend cannot be reached or is shutting down; the caller may retry."""
 
 
-@dataclass(frozen=True, slots=True)
-class ProfileWrite:
-    """A profile as the read model stores it (``doc`` is its JSON, None erases the user)."""
+class ProfileWrite(msgspec.Struct, frozen=True, gc=False):
+    """A profile as the read model stores it (``doc`` is its encoded record, None erases it)."""
 
     dense: int
     user_id: str
@@ -69,8 +68,7 @@ class StateCommit:
     changes: list[ChangeRecord] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeRecord:
+class ChangeRecord(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One line of the membership-change log.
 
     ``change`` is ``enter`` or ``exit``; ``drop`` (a deleted segment, no user) and ``erase``
@@ -108,8 +106,8 @@ class StateStore(ABC):
     # -- readers ----------------------------------------------------------------------
 
     @abstractmethod
-    def profile(self, user_id: str) -> dict[str, Any] | None:
-        """A user's stored profile, or None."""
+    def profile(self, user_id: str) -> bytes | None:
+        """A user's stored profile record (as the processor encoded it), or None."""
 
     @abstractmethod
     def user_segments(self, user_id: str) -> list[str]:

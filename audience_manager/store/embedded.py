@@ -8,6 +8,7 @@ together with their positions, and are rebuilt by replaying the event log.
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import sqlite3
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 from pyroaring import BitMap
 
 from audience_manager.store.base import (
@@ -39,21 +41,103 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE TABLE IF NOT EXISTS profiles (
     dense INTEGER PRIMARY KEY, user_id TEXT NOT NULL UNIQUE, doc BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS members (
-    segment_id TEXT NOT NULL, dense INTEGER NOT NULL, PRIMARY KEY (segment_id, dense)
+CREATE TABLE IF NOT EXISTS member_chunks (
+    segment_id TEXT NOT NULL, chunk INTEGER NOT NULL, bits BLOB NOT NULL,
+    PRIMARY KEY (segment_id, chunk)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS members_by_user ON members (dense, segment_id);
+CREATE INDEX IF NOT EXISTS member_chunks_by_chunk ON member_chunks (chunk);
 CREATE TABLE IF NOT EXISTS sizes (segment_id TEXT PRIMARY KEY, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, segment_id TEXT NOT NULL, user_id TEXT NOT NULL,
-    dense INTEGER NOT NULL, change TEXT NOT NULL, at INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS change_blocks (
+    last INTEGER PRIMARY KEY, first INTEGER NOT NULL, lines BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, payload BLOB NOT NULL, created INTEGER NOT NULL,
     response BLOB
 );
 """
+
+#: Members are stored as Roaring bitmaps of 2**16 dense ids each, one row per segment and
+#: chunk: a commit rewrites only the chunks its enters and exits fall in.
+CHUNK_BITS = 16
+
+_lines_encoder = msgspec.msgpack.Encoder()
+_lines_decoder = msgspec.msgpack.Decoder(list[ChangeRecord])
+
+
+class _Chunks:
+    """The member chunks one commit reads and rewrites, and how their sizes moved."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.loaded: dict[tuple[str, int], BitMap] = {}
+        self.before: dict[tuple[str, int], int] = {}
+        self.dirty: set[tuple[str, int]] = set()
+
+    def get(self, segment_id: str, chunk: int) -> BitMap:
+        key = (segment_id, chunk)
+        bits = self.loaded.get(key)
+        if bits is None:
+            row = self.db.execute(
+                "SELECT bits FROM member_chunks WHERE segment_id = ? AND chunk = ?", key
+            ).fetchone()
+            bits = self._load(key, row[0] if row else None)
+        return bits
+
+    def _load(self, key: tuple[str, int], blob: bytes | None) -> BitMap:
+        bits = BitMap.deserialize(blob) if blob is not None else BitMap()
+        self.loaded[key] = bits
+        self.before[key] = len(bits)
+        return bits
+
+    def of_chunk(self, chunk: int) -> list[tuple[str, BitMap]]:
+        """Every segment's bitmap of one chunk."""
+        for segment_id, blob in self.db.execute(
+            "SELECT segment_id, bits FROM member_chunks WHERE chunk = ?", (chunk,)
+        ).fetchall():
+            if (segment_id, chunk) not in self.loaded:
+                self._load((segment_id, chunk), blob)
+        return [(key[0], bits) for key, bits in self.loaded.items() if key[1] == chunk]
+
+    def forget(self, segment_id: str) -> None:
+        """The segment's rows were deleted: its chunks start empty again."""
+        for key in [k for k in self.loaded if k[0] == segment_id]:
+            del self.loaded[key], self.before[key]
+            self.dirty.discard(key)
+
+    def change(self, segment_id: str, dense: Sequence[int], add: bool) -> None:
+        ids = np.unique(np.asarray(dense, dtype=np.int64))
+        if not len(ids):
+            return
+        chunks = ids >> CHUNK_BITS
+        bounds = np.flatnonzero(np.diff(chunks)) + 1
+        for part in np.split(ids, bounds):
+            chunk = int(part[0]) >> CHUNK_BITS
+            bits = self.get(segment_id, chunk)
+            values = part.astype(np.uint32)
+            if add:
+                bits.update(values)
+            else:
+                bits.difference_update(BitMap(values))
+            self.dirty.add((segment_id, chunk))
+
+    def write(self) -> dict[str, int]:
+        """Store the changed chunks; returns each segment's change in size."""
+        delta: dict[str, int] = {}
+        replace, delete = [], []
+        for key in sorted(self.dirty):
+            bits = self.loaded[key]
+            delta[key[0]] = delta.get(key[0], 0) + len(bits) - self.before[key]
+            if bits:
+                replace.append((key[0], key[1], bits.serialize()))
+            else:
+                delete.append(key)
+        self.db.executemany(
+            "INSERT OR REPLACE INTO member_chunks (segment_id, chunk, bits) VALUES (?, ?, ?)",
+            replace,
+        )
+        self.db.executemany("DELETE FROM member_chunks WHERE segment_id = ? AND chunk = ?", delete)
+        return delta
 
 
 class EmbeddedStateStore(StateStore):
@@ -65,8 +149,38 @@ class EmbeddedStateStore(StateStore):
         self._local = threading.local()
         try:
             self._connection().executescript(_SCHEMA)  # idempotent; runs its own transaction
+            self._upgrade()
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"cannot create {self.path}: {exc}") from exc
+
+    def _upgrade(self) -> None:
+        """Move members and change lines of the earlier row-per-line layout into blocks."""
+        tables = {r[0] for r in self._read("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "members" not in tables:
+            return
+        with self._transaction() as db:
+            chunks = _Chunks(db)
+            segments = [r[0] for r in db.execute("SELECT DISTINCT segment_id FROM members")]
+            for segment_id in segments:
+                dense = db.execute(
+                    "SELECT dense FROM members WHERE segment_id = ?", (segment_id,)
+                ).fetchall()
+                chunks.change(segment_id, [d for (d,) in dense], add=True)
+            chunks.write()
+            lines = [
+                ChangeRecord(*row)
+                for row in db.execute(
+                    "SELECT segment_id, user_id, dense, change, at FROM changes ORDER BY seq"
+                )
+            ]
+            last = int(db.execute("SELECT MAX(seq) FROM changes").fetchone()[0] or 0)
+            if lines:
+                db.execute(
+                    "INSERT INTO change_blocks (last, first, lines) VALUES (?, ?, ?)",
+                    (last, last - len(lines) + 1, _lines_encoder.encode(lines)),
+                )
+            db.execute("DROP TABLE members")
+            db.execute("DROP TABLE changes")
 
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -75,6 +189,7 @@ class EmbeddedStateStore(StateStore):
                 db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages per connection
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
             self._local.db = db
@@ -104,37 +219,36 @@ class EmbeddedStateStore(StateStore):
 
     def commit(self, commit: StateCommit) -> None:
         with self._transaction() as db:
-            delta: dict[str, int] = {}
-            erased = [(p.dense,) for p in commit.profiles if p.doc is None]
-            for (erased_row,) in erased:
-                for (segment_id,) in db.execute(
-                    "SELECT segment_id FROM members WHERE dense = ?", (erased_row,)
-                ).fetchall():
-                    delta[segment_id] = delta.get(segment_id, 0) - 1
+            chunks = _Chunks(db)
+            erased = [p.dense for p in commit.profiles if p.doc is None]
+            for row in erased:
+                for segment_id, bits in chunks.of_chunk(row >> CHUNK_BITS):
+                    bits.discard(row)
+                    chunks.dirty.add((segment_id, row >> CHUNK_BITS))
             if erased:
-                db.executemany("DELETE FROM profiles WHERE dense = ?", erased)
-                db.executemany("DELETE FROM members WHERE dense = ?", erased)
+                db.executemany("DELETE FROM profiles WHERE dense = ?", [(d,) for d in erased])
             db.executemany(
                 "INSERT INTO profiles (dense, user_id, doc) VALUES (?, ?, ?) "
                 "ON CONFLICT (dense) DO UPDATE SET doc = excluded.doc",
-                [(p.dense, p.user_id, p.doc) for p in commit.profiles if p.doc is not None],
+                # In id order: neighbouring rows share pages.
+                sorted((p.dense, p.user_id, p.doc) for p in commit.profiles if p.doc is not None),
             )
+            reset = [*commit.dropped, *commit.replaced]
+            for segment_id in reset:
+                db.execute("DELETE FROM member_chunks WHERE segment_id = ?", (segment_id,))
+                db.execute("DELETE FROM sizes WHERE segment_id = ?", (segment_id,))
+                chunks.forget(segment_id)
+            for segment_id, members in commit.replaced.items():
+                chunks.change(segment_id, members, add=True)
+            for segment_id, entered in commit.enters.items():
+                chunks.change(segment_id, entered, add=True)
+            for segment_id, exited in commit.exits.items():
+                chunks.change(segment_id, exited, add=False)
+            delta = chunks.write()
             for segment_id in commit.dropped:
-                db.execute("DELETE FROM members WHERE segment_id = ?", (segment_id,))
-                db.execute("DELETE FROM sizes WHERE segment_id = ?", (segment_id,))
                 delta.pop(segment_id, None)
-            for segment_id, dense in commit.replaced.items():
-                db.execute("DELETE FROM members WHERE segment_id = ?", (segment_id,))
-                db.execute("DELETE FROM sizes WHERE segment_id = ?", (segment_id,))
-                delta[segment_id] = self._insert(db, segment_id, dense)  # counts from zero
-            for segment_id, dense in commit.enters.items():
-                delta[segment_id] = delta.get(segment_id, 0) + self._insert(db, segment_id, dense)
-            for segment_id, dense in commit.exits.items():
-                removed = db.executemany(
-                    "DELETE FROM members WHERE segment_id = ? AND dense = ?",
-                    [(segment_id, int(d)) for d in dense],
-                ).rowcount
-                delta[segment_id] = delta.get(segment_id, 0) - removed
+            for segment_id in commit.replaced:
+                delta.setdefault(segment_id, 0)  # an empty replacement still has a size
             db.executemany(
                 "INSERT INTO sizes (segment_id, size) VALUES (?, ?) "
                 "ON CONFLICT (segment_id) DO UPDATE SET size = size + excluded.size",
@@ -149,24 +263,17 @@ class EmbeddedStateStore(StateStore):
                 "INSERT INTO journal (positions, now) VALUES (?, ?)",
                 (json.dumps(commit.positions), commit.now),
             )
-            db.executemany(
-                "INSERT INTO changes (segment_id, user_id, dense, change, at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(c.segment_id, c.user_id, c.dense, c.change, c.at) for c in commit.changes],
-            )
+            if commit.changes:
+                first = int(db.execute("SELECT MAX(last) FROM change_blocks").fetchone()[0] or 0)
+                db.execute(
+                    "INSERT INTO change_blocks (last, first, lines) VALUES (?, ?, ?)",
+                    (first + len(commit.changes), first + 1, _lines_encoder.encode(commit.changes)),
+                )
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('applied', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
                 (commit.applied,),
             )
-
-    @staticmethod
-    def _insert(db: sqlite3.Connection, segment_id: str, dense: Sequence[int]) -> int:
-        """Insert members; returns how many were new."""
-        return db.executemany(
-            "INSERT OR IGNORE INTO members (segment_id, dense) VALUES (?, ?)",
-            [(segment_id, int(d)) for d in dense],
-        ).rowcount
 
     def positions(self) -> dict[int, int]:
         return {
@@ -192,33 +299,46 @@ class EmbeddedStateStore(StateStore):
 
     # -- readers ----------------------------------------------------------------------
 
-    def profile(self, user_id: str) -> dict[str, Any] | None:
+    def profile(self, user_id: str) -> bytes | None:
         rows = self._read("SELECT doc FROM profiles WHERE user_id = ?", (user_id,))
-        return msgspec.json.decode(rows[0][0]) if rows else None
+        return bytes(rows[0][0]) if rows else None
 
     def user_segments(self, user_id: str) -> list[str]:
         rows = self._read(
-            "SELECT m.segment_id FROM members m JOIN profiles p ON p.dense = m.dense "
-            "WHERE p.user_id = ? ORDER BY m.segment_id",
-            (user_id,),
+            "SELECT c.segment_id, c.bits, p.dense FROM profiles p "
+            "JOIN member_chunks c ON c.chunk = (p.dense >> ?) WHERE p.user_id = ?",
+            (CHUNK_BITS, user_id),
         )
-        return [r[0] for r in rows]
+        return sorted(s for s, bits, dense in rows if dense in BitMap.deserialize(bits))
 
     def members(
         self, segment_id: str, after: int | None, limit: int
     ) -> tuple[list[str], int | None]:
-        rows = self._read(
-            "SELECT m.dense, p.user_id FROM members m JOIN profiles p ON p.dense = m.dense "
-            "WHERE m.segment_id = ? AND m.dense > ? ORDER BY m.dense LIMIT ?",
-            (segment_id, -1 if after is None else after, limit + 1),
+        after = -1 if after is None else after
+        dense: list[int] = []
+        for (bits,) in self._read(
+            "SELECT bits FROM member_chunks WHERE segment_id = ? AND chunk >= ? ORDER BY chunk",
+            (segment_id, max(after, 0) >> CHUNK_BITS),
+        ):
+            chunk = BitMap.deserialize(bits)
+            start = chunk.rank(after) if after >= 0 else 0
+            dense.extend(chunk[start : start + limit + 1 - len(dense)])
+            if len(dense) > limit:
+                break
+        page = dense[:limit]
+        users = dict(
+            self._read(
+                "SELECT dense, user_id FROM profiles "
+                "WHERE dense IN (SELECT value FROM json_each(?))",
+                (json.dumps(page),),
+            )
         )
-        page = rows[:limit]
-        cursor = int(page[-1][0]) if len(rows) > limit else None
-        return [r[1] for r in page], cursor
+        cursor = page[-1] if len(dense) > limit else None
+        return [users[d] for d in page if d in users], cursor
 
     def bitmap(self, segment_id: str) -> BitMap:
-        rows = self._read("SELECT dense FROM members WHERE segment_id = ?", (segment_id,))
-        return BitMap(r[0] for r in rows)
+        rows = self._read("SELECT bits FROM member_chunks WHERE segment_id = ?", (segment_id,))
+        return BitMap.union(BitMap(), *(BitMap.deserialize(bits) for (bits,) in rows))
 
     def users(self, after: int = -1) -> BitMap:
         rows = self._read("SELECT dense FROM profiles WHERE dense > ?", (after,))
@@ -232,15 +352,26 @@ class EmbeddedStateStore(StateStore):
         return int(rows[0][0]) if rows else 0
 
     def changes_since(self, sequence: int, limit: int = 10_000) -> list[tuple[int, ChangeRecord]]:
-        rows = self._read(
-            "SELECT seq, segment_id, user_id, dense, change, at FROM changes "
-            "WHERE seq > ? ORDER BY seq LIMIT ?",
-            (sequence, limit),
-        )
-        return [(int(r[0]), ChangeRecord(r[1], r[2], int(r[3]), r[4], int(r[5]))) for r in rows]
+        lines: list[tuple[int, ChangeRecord]] = []
+        while len(lines) < limit:
+            rows = self._read(
+                "SELECT first, lines FROM change_blocks WHERE last > ? ORDER BY last LIMIT 8",
+                (sequence,),
+            )
+            for first, blob in rows:
+                block = _lines_decoder.decode(blob)
+                skip = max(0, sequence + 1 - first)
+                numbered = zip(range(first + skip, first + len(block)), block[skip:], strict=True)
+                lines.extend(itertools.islice(numbered, limit - len(lines)))
+                sequence = lines[-1][0] if lines else sequence
+                if len(lines) >= limit:
+                    break
+            if len(rows) < 8:
+                break
+        return lines
 
     def last_change(self) -> int:
-        rows = self._read("SELECT MAX(seq) FROM changes")
+        rows = self._read("SELECT MAX(last) FROM change_blocks")
         return int(rows[0][0] or 0)
 
     def submit(self, kind: str, payload: bytes) -> str:

@@ -9,7 +9,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from audience_manager.store import EmbeddedStateStore, ProfileWrite, StateCommit, StateStore
+from audience_manager.store import (
+    ChangeRecord,
+    EmbeddedStateStore,
+    ProfileWrite,
+    StateCommit,
+    StateStore,
+)
 
 BACKENDS = ["embedded"]
 
@@ -40,7 +46,7 @@ def test_a_commit_is_read_back_whole(store: StateStore) -> None:
         )
     )
     assert store.positions() == {0: 5, 1: 3}
-    assert store.profile("alice") == {"userId": "alice"}
+    assert store.profile("alice") == doc("alice")
     assert store.profile("nobody") is None
     assert store.user_segments("alice") == ["vip"]
     assert store.members("vip", None, 10) == (["alice", "carol"], None)
@@ -90,6 +96,44 @@ def test_erasing_a_user_removes_profile_and_memberships(store: StateStore) -> No
     assert store.profile("a") is None
     assert store.members("s", None, 10) == (["b"], None)
     assert store.sizes() == {"s": 1}
+
+
+def test_members_far_apart_page_in_order_and_are_erased_alone(store: StateStore) -> None:
+    # Dense ids on both sides of 2**16 and far above it.
+    users = [(d, f"u{d}") for d in (3, 65_535, 65_536, 65_537, 400_000, 4_000_000)]
+    dense = [d for d, _ in users]
+    store.commit(StateCommit({0: 1}, 1, profiles(*users), enters={"s": dense, "t": dense[:3]}))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = store.members("s", cursor, 2)
+        seen.extend(page)
+        if cursor is None:
+            break
+    assert seen == [u for _, u in users]
+    assert sorted(store.bitmap("s")) == dense
+    assert store.user_segments("u65535") == ["s", "t"]
+    store.commit(StateCommit({0: 2}, 2, [ProfileWrite(65_535, "u65535", None)]))
+    assert sorted(store.bitmap("s")) == [d for d in dense if d != 65_535]
+    assert sorted(store.bitmap("t")) == [3, 65_536]
+    assert store.sizes() == {"s": 5, "t": 2}
+    assert store.user_segments("u65536") == ["s", "t"]
+    store.commit(StateCommit({0: 3}, 3, exits={"t": [3, 65_536]}))
+    assert store.sizes() == {"s": 5, "t": 0}
+    assert store.members("t", None, 10) == ([], None)
+
+
+def test_the_change_log_numbers_lines_across_commits(store: StateStore) -> None:
+    assert store.last_change() == 0
+    assert store.changes_since(0) == []
+    lines = [ChangeRecord("s", f"u{i}", i, "enter", 10 + i) for i in range(7)]
+    store.commit(StateCommit({0: 1}, 1, changes=lines[:3]))
+    store.commit(StateCommit({0: 2}, 2))  # no changes: no lines
+    store.commit(StateCommit({0: 3}, 3, changes=lines[3:]))
+    assert store.last_change() == 7
+    assert store.changes_since(0) == list(enumerate(lines, start=1))
+    assert store.changes_since(2, limit=3) == [(3, lines[2]), (4, lines[3]), (5, lines[4])]
+    assert store.changes_since(7) == []
 
 
 def test_journal_records_batches_until_a_snapshot_covers_them(store: StateStore) -> None:

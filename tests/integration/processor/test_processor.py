@@ -15,6 +15,7 @@ from audience_manager.catalog.migrate import migrate
 from audience_manager.catalog.schemas import SegmentCreate
 from audience_manager.catalog.service import CatalogService
 from audience_manager.engine import ManualClock
+from audience_manager.engine.documents import decode_profile
 from audience_manager.processor.codec import WireEvent, encode_erase, encode_event
 from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.runtime import DEAD_LETTER, EVENTS, Processor, ProcessorConfig
@@ -84,9 +85,9 @@ def test_the_seed_walkthrough(platform: Platform) -> None:
 
     assert platform.store.user_segments("user123") == [segment.id]
     assert platform.store.members(segment.id, None, 10) == (["user123"], None)
-    profile = platform.store.profile("user123")
-    assert profile is not None
-    assert profile["attributes"]["totalSpent"] == 1500
+    stored = platform.store.profile("user123")
+    assert stored is not None
+    assert decode_profile("user123", stored)["attributes"]["totalSpent"] == 1500
     assert platform.store.applied() == 2
 
 
@@ -112,9 +113,9 @@ def test_duplicates_are_applied_once_and_poison_goes_to_dead_letters(platform: P
     platform.send(purchase("u1", 5))
     drain(processor)
 
-    profile = platform.store.profile("u1")
-    assert profile is not None
-    assert profile["attributes"]["totalSpent"] == 15
+    stored = platform.store.profile("u1")
+    assert stored is not None
+    assert decode_profile("u1", stored)["attributes"]["totalSpent"] == 15
     letters = platform.bus.consumer(DEAD_LETTER, "test")
     letters.assign(None)
     assert len(letters.poll(100, 1.0)) == 1
@@ -148,9 +149,8 @@ def test_a_restart_resumes_without_loss_or_double_counting(platform: Platform) -
     platform.send(*(purchase(f"u{next(counter) % 7}", 100) for _ in range(50)))
     drain(resumed)
 
-    total = sum(
-        (platform.store.profile(f"u{i}") or {})["attributes"]["totalSpent"] for i in range(7)
-    )
+    stored = [platform.store.profile(f"u{i}") for i in range(7)]
+    total = sum(decode_profile("u", s)["attributes"]["totalSpent"] for s in stored if s)
     assert total == 200 * 100
     assert platform.store.applied() == 200
 

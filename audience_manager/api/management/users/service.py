@@ -16,6 +16,7 @@ from audience_manager.api.management.users.schemas import SegmentName, UserProfi
 from audience_manager.bus.base import EventBus
 from audience_manager.catalog.errors import NotFound
 from audience_manager.catalog.service import CatalogService
+from audience_manager.engine.documents import decode_profile
 from audience_manager.store import StateStore
 
 __all__ = ["UserService"]
@@ -84,10 +85,10 @@ class UserService:
         return await self._processor.ask("explain", payload, retry_not_found=True)
 
     def _stored_profile(self, user_id: str) -> dict[str, Any]:
-        doc = self._store.profile(user_id)
-        if doc is None:
+        stored = self._store.profile(user_id)
+        if stored is None:
             raise ApiError(404, "not_found", f"no user {user_id!r}")
-        return doc
+        return decode_profile(user_id, stored)
 
     def _segments_of(self, user_id: str) -> list[SegmentName]:
         named = []
