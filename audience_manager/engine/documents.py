@@ -1,6 +1,6 @@
 """Profiles as stored records and as documents, built for many users at once.
 
-The processor stores a profile as a compact :class:`ProfileRecord` (MessagePack: traits,
+The processor stores a profile as a compact :class:`ProfileRecord` (a JSON array: traits,
 attribute values, first and last seen as epoch milliseconds); readers turn it into the
 document the API serves with :func:`decode_profile`.
 """
@@ -38,8 +38,8 @@ class ProfileRecord(msgspec.Struct, array_like=True, gc=False):
     last_seen: int | None
 
 
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(ProfileRecord)
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(ProfileRecord)
 
 
 def encode_profile(record: ProfileRecord) -> bytes:

@@ -37,8 +37,7 @@ class WireEvent(msgspec.Struct, rename="camel", omit_defaults=True):
     command: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(msgspec.Struct, frozen=True, gc=False):
     """One decoded record: an event, or a command about a user."""
 
     user_id: str

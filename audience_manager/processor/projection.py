@@ -39,7 +39,7 @@ def build_commit(
     for (segment_id, dense), entered in final.items():
         (enters if entered else exits).setdefault(segment_id, []).append(dense)
     profiles = []
-    ordered = sorted(users)
+    ordered = list(users)  # the store writes them in dense id order
     records = profile_records(engine, ordered)
     for user_id, dense, record in zip(ordered, ids.get_many(ordered), records, strict=True):
         if dense is not None and record is not None:

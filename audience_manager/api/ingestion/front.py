@@ -1,13 +1,13 @@
 """A lean ASGI front for the two event routes, for throughput.
 
 Routing a request through FastAPI costs several times more than accepting the event
-itself (the request-metrics middleware, routing, dependency resolution, task groups). This
-middleware sits outermost and serves ``POST /api/events`` and ``POST /api/events/batch``
-directly with the same pieces the FastAPI routes use: the ``require("ingest")`` key check,
-:class:`EventIntake`, the error table of ``routes`` and the error shape of ``api.errors``,
-recording the same request metrics. Every other request passes through to FastAPI, where
-the two routes are also declared (and documented in OpenAPI); they answer identically
-and serve when the app is built with ``fast_path=False``.
+itself (the middleware stack, routing, dependency resolution, task groups). The ingestion
+app hands every request to this front first; it serves ``POST /api/events`` and
+``POST /api/events/batch`` directly with the same pieces the FastAPI routes use: the
+``require("ingest")`` key check, :class:`EventIntake`, the error table of ``routes`` and
+the error shape of ``api.errors``, recording the same request metrics. Every other request
+passes through to FastAPI, where the two routes are also declared (and documented in
+OpenAPI); they answer identically and serve when the app is built with ``fast_path=False``.
 """
 
 from __future__ import annotations
