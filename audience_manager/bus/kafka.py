@@ -91,8 +91,9 @@ class KafkaEventBus(EventBus):
     configuration for every client (security, timeouts); ``producer_config`` and
     ``consumer_config`` add to it for one kind. The settings that durability and the
     port's semantics rest on (idempotence, ``acks``, manual commits, the group id)
-    cannot be overridden. ``timeout`` bounds each request to the cluster and how long a
-    record may wait for its acknowledgement, in seconds.
+    cannot be overridden. ``timeout`` bounds, in seconds, each request to the cluster, how
+    long a record may wait for its acknowledgement, and (as the default group
+    ``session.timeout.ms``) how long a commit waits for the group coordinator.
     """
 
     def __init__(
@@ -119,7 +120,12 @@ class KafkaEventBus(EventBus):
             "logger": _log,
             **(client_config or {}),
         }
-        self._consumer_config = {**common, **(consumer_config or {})}
+        # The group session also bounds how long a commit waits for the coordinator.
+        self._consumer_config = {
+            "session.timeout.ms": int(timeout * 1000),
+            **common,
+            **(consumer_config or {}),
+        }
         producer = {
             "linger.ms": 5,
             "compression.type": "lz4",
@@ -399,9 +405,13 @@ class KafkaConsumer(Consumer):
         """Leave the group (if subscribed) and close the client."""
         if self._closed:
             return
-        self._closed = True
-        self._positions, self._buffers = {}, {}
-        self._run(self._consumer.close)
+        try:
+            self._consumer.close()  # a subscribed consumer's on_revoke may still commit
+        except KafkaException as exc:
+            _log.warning("closing the Kafka consumer of %s failed: %s", self._topic, exc)
+        finally:
+            self._closed = True
+            self._positions, self._buffers = {}, {}
 
     def _check_open(self) -> None:
         if self._closed:

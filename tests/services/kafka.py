@@ -41,7 +41,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-__all__ = ["GROUP_CONFIG", "KafkaBroker", "kafka_broker", "running_tansu"]
+__all__ = ["GROUP_CONFIG", "KafkaBroker", "free_port", "kafka_broker", "running_tansu"]
 
 #: Consumer settings that keep tansu's first group join short (about 3 s).
 GROUP_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
@@ -60,6 +60,13 @@ class KafkaBroker:
     """A reachable broker, ``bootstrap`` being its ``host:port``."""
 
     bootstrap: str
+    #: The broker's process, when the tests started it.
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        """Kill the broker (only one the tests started)."""
+        assert self.process is not None, "only a broker the tests started can be stopped"
+        _stop(self.process)
 
     @cached_property
     def exact_high_watermark(self) -> bool:
@@ -109,7 +116,8 @@ def _tansu() -> Path:
     return program
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nobody listens on (at the moment of asking)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -128,7 +136,7 @@ def _reachable(bootstrap: str, timeout: float) -> str | None:
 
 def _start(program: Path, directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start tansu on a free loopback port; return the process and its ``host:port``."""
-    bootstrap = f"127.0.0.1:{_free_port()}"
+    bootstrap = f"127.0.0.1:{free_port()}"
     with open(directory / "tansu.log", "wb") as log:
         process = subprocess.Popen(
             [
@@ -179,7 +187,7 @@ def running_tansu() -> Iterator[KafkaBroker]:
             problem = _reachable(bootstrap, 10)
             if problem is not None:
                 _unavailable(f"tansu at {bootstrap} does not answer: {problem}")
-            yield KafkaBroker(bootstrap)
+            yield KafkaBroker(bootstrap, process)
         finally:
             _stop(process)
     finally:
