@@ -120,9 +120,10 @@ class KafkaEventBus(EventBus):
             "logger": _log,
             **(client_config or {}),
         }
-        # The group session also bounds how long a commit waits for the coordinator.
+        # The group session also bounds how long a commit waits for the coordinator; 6 s
+        # is the shortest session Kafka brokers accept by default.
         self._consumer_config = {
-            "session.timeout.ms": int(timeout * 1000),
+            "session.timeout.ms": max(6000, int(timeout * 1000)),
             **common,
             **(consumer_config or {}),
         }
@@ -289,7 +290,6 @@ class KafkaConsumer(Consumer):
                     **config,
                     "group.id": check_name("group", group),
                     "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
                     "auto.offset.reset": "error",
                     "partition.assignment.strategy": "cooperative-sticky",
                     "error_cb": self._on_error,
