@@ -12,7 +12,7 @@ from audience_manager.catalog.service import CatalogService
 from audience_manager.config import Settings
 from audience_manager.store import EmbeddedStateStore, StateStore
 
-__all__ = ["Backends", "open_backends"]
+__all__ = ["Backends", "kafka_client_config", "open_backends"]
 
 
 @dataclass
@@ -33,12 +33,40 @@ def open_backends(settings: Settings, *, migrate_catalog: bool = False) -> Backe
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if migrate_catalog:
         migrate(settings.catalog)
-    bus = EmbeddedEventBus(
-        settings.log_dir,
-        partitions=settings.partitions,
-        fsync=settings.fsync,
-        retention_ms=int(settings.retention_days * 86_400_000),
-    )
+    bus = _open_bus(settings)
     store = EmbeddedStateStore(settings.state_dir)
     catalog = CatalogService(create_catalog_engine(settings.catalog))
     return Backends(bus, store, catalog)
+
+
+def kafka_client_config(settings: Settings) -> dict[str, str]:
+    """librdkafka settings for the security that ``settings`` configure."""
+    config: dict[str, str] = {"security.protocol": settings.bus_protocol}
+    if settings.bus_sasl_mechanism is not None:
+        config["sasl.mechanism"] = settings.bus_sasl_mechanism
+    if settings.bus_sasl_username is not None:
+        config["sasl.username"] = settings.bus_sasl_username
+    if settings.bus_sasl_password is not None:
+        config["sasl.password"] = settings.bus_sasl_password.get_secret_value()
+    if settings.bus_ssl_ca_location is not None:
+        config["ssl.ca.location"] = str(settings.bus_ssl_ca_location)
+    return config
+
+
+def _open_bus(settings: Settings) -> EventBus:
+    """Kafka when ``bus_url`` is set, else the embedded log in the data directory."""
+    if settings.bus_bootstrap is None:
+        return EmbeddedEventBus(
+            settings.log_dir,
+            partitions=settings.partitions,
+            fsync=settings.fsync,
+            retention_ms=int(settings.retention_days * 86_400_000),
+        )
+    from audience_manager.bus.kafka import KafkaEventBus  # only Kafka deployments load it
+
+    return KafkaEventBus(
+        settings.bus_bootstrap,
+        partitions=settings.partitions,
+        replication=settings.bus_replication,
+        client_config=kafka_client_config(settings),
+    )

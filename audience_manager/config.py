@@ -5,15 +5,22 @@ Nothing is built at import time: ``Settings()`` is created by the CLI and passed
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ApiKey", "Settings"]
 
 Scope = Literal["ingest", "read", "admin"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+# kafka://host:port[,host:port...] (kafka+ssl:// for TLS); hosts may be [IPv6] literals.
+_BROKER = r"(?:[\w.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
+_BUS_URL = re.compile(rf"(kafka|kafka\+ssl)://({_BROKER}(?:,{_BROKER})*)/?")
 
 
 class ApiKey(BaseSettings):
@@ -40,14 +47,58 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=20_000, ge=1)
     snapshot_seconds: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
+    # The event log: Kafka when ``bus_url`` is set, else the embedded log in ``data_dir``.
+    bus_url: str | None = None
+    bus_security_protocol: SecurityProtocol | None = None  # default: from the URL and SASL
+    bus_sasl_mechanism: SaslMechanism | None = None
+    bus_sasl_username: str | None = None
+    bus_sasl_password: SecretStr | None = None
+    bus_ssl_ca_location: Path | None = None
+    bus_replication: int | None = Field(default=None, ge=1)  # default: the broker's
 
-    @field_validator("log_level")
+    @field_validator("bus_url")
     @classmethod
-    def _known_level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ValueError("log level must be DEBUG, INFO, WARNING or ERROR")
-        return level
+    def _kafka_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = _BUS_URL.fullmatch(value)
+        if match is None or any(
+            not 0 < int(port.rsplit(":", 1)[1]) < 65536 for port in match[2].split(",")
+        ):
+            raise ValueError(
+                "the bus URL must look like kafka://host:9092[,host2:9092] (or kafka+ssl://)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _bus_security(self) -> Self:
+        protocol = self.bus_protocol
+        if self._bus_tls and protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(f"a kafka+ssl:// bus URL needs TLS, not {protocol}")
+        sasl = (self.bus_sasl_mechanism, self.bus_sasl_username, self.bus_sasl_password)
+        if protocol.startswith("SASL_") and None in sasl:
+            raise ValueError("SASL needs bus_sasl_mechanism, bus_sasl_username, bus_sasl_password")
+        if not protocol.startswith("SASL_") and sasl != (None, None, None):
+            raise ValueError(f"bus_sasl_* settings need a SASL security protocol, not {protocol}")
+        return self
+
+    @property
+    def _bus_tls(self) -> bool:
+        return self.bus_url is not None and self.bus_url.startswith("kafka+ssl:")
+
+    @property
+    def bus_bootstrap(self) -> str | None:
+        """The Kafka brokers to start from (``host:port,...``), ``None`` for the embedded log."""
+        return None if self.bus_url is None else self.bus_url.split("://", 1)[1].rstrip("/")
+
+    @property
+    def bus_protocol(self) -> SecurityProtocol:
+        """The Kafka security protocol: as set, else TLS for kafka+ssl:// and SASL if set."""
+        if self.bus_security_protocol is not None:
+            return self.bus_security_protocol
+        if self.bus_sasl_mechanism is not None:
+            return "SASL_SSL" if self._bus_tls else "SASL_PLAINTEXT"
+        return "SSL" if self._bus_tls else "PLAINTEXT"
 
     @property
     def catalog(self) -> str:

@@ -1,8 +1,8 @@
 """The event-log port and its backends.
 
 ``base`` defines the port (``EventBus``, ``Consumer``, ``Record`` and the exceptions);
-``embedded`` keeps the log in local files. Backends are imported from their modules so
-that using one never requires another's driver.
+``embedded`` keeps the log in local files; ``kafka`` uses a Kafka cluster. Backends are
+imported from their modules so that using one never requires another's driver.
 """
 
 from audience_manager.bus.base import (

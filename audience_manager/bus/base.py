@@ -36,6 +36,7 @@ __all__ = [
     "OffsetOutOfRange",
     "Record",
     "check_name",
+    "encode_records",
 ]
 
 # Kafka's legal topic characters; a leading dot is refused so names never clash with the
@@ -75,6 +76,18 @@ def check_name(kind: str, name: str) -> str:
             "not starting with a dot"
         )
     return name
+
+
+def encode_records(records: Sequence[tuple[str, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """The UTF-8 keys and the values of ``records``; ``TypeError`` unless str keys, bytes values."""
+    try:
+        keys = [key.encode() for key, _ in records]
+    except AttributeError:
+        raise TypeError("record keys must be str") from None
+    values = [value for _, value in records]
+    if any(not issubclass(kind, bytes) for kind in set(map(type, values))):
+        raise TypeError("record values must be bytes")
+    return keys, values
 
 
 class Consumer(ABC):

@@ -51,7 +51,13 @@ import numpy as np
 from audience_manager.bus._consumer import EmbeddedConsumer, beginning_offset, read_topic_ends
 from audience_manager.bus._groups import group_floor
 from audience_manager.bus._writer import TopicWriter
-from audience_manager.bus.base import BusError, BusUnavailable, EventBus, check_name
+from audience_manager.bus.base import (
+    BusError,
+    BusUnavailable,
+    EventBus,
+    check_name,
+    encode_records,
+)
 from audience_manager.bus.partitioning import partitions_for_keys
 
 __all__ = [
@@ -72,13 +78,7 @@ _LOCK_NAME = ".writer.lock"
 
 def _validate(records: Sequence[tuple[str, bytes]]) -> tuple[list[bytes], list[bytes]]:
     """Encoded keys and the values of ``records``, once their types and sizes are checked."""
-    try:
-        keys = [key.encode() for key, _ in records]
-    except AttributeError:
-        raise TypeError("record keys must be str") from None
-    values = [value for _, value in records]
-    if any(not issubclass(kind, bytes) for kind in set(map(type, values))):
-        raise TypeError("record values must be bytes")
+    keys, values = encode_records(records)
     if max(map(len, keys)) > MAX_KEY_BYTES:
         raise ValueError(f"record keys must be at most {MAX_KEY_BYTES} bytes in UTF-8")
     if max(map(len, values)) > MAX_VALUE_BYTES:

@@ -1,0 +1,519 @@
+"""The Kafka event log: the bus port on an Apache Kafka cluster, through confluent-kafka.
+
+Topics. A topic is created on first use (publish, offsets or a consumer) with the bus's
+``partitions`` and ``replication``; an existing topic is used as it is if its partition
+count matches, and refused with ``BusError`` otherwise, since a different count would
+move keys to other partitions.
+
+Durability. The producer is idempotent with ``acks=all``: the partition leader
+acknowledges a batch only once every in-sync replica has it, and retries never write a
+record twice or out of order. ``publish`` returns only after every record of the call
+is acknowledged, so a returned ``(partition, offset)`` survives the loss of any broker
+as long as the topic's ``min.insync.replicas`` (a broker or topic setting) is at least
+2 with ``replication`` at least 3. Unlike the embedded log, a call is not all-or-nothing:
+if ``publish`` raises ``BusUnavailable``, records of the call that reached the broker
+before the failure stay visible (Kafka transactions would be needed to prevent that).
+A failed call retried by its caller therefore delivers some records at least once.
+
+Placement. Every record is sent to ``partition_for(key)`` explicitly, so placement never
+depends on the client's partitioner (it agrees with Kafka's default murmur2 anyway).
+
+Consumers. ``assign`` assigns partitions manually, starting at the group's committed
+position, else the first retained offset; ``commit`` stores positions in the group
+synchronously. A consumer may instead ``subscribe`` and let the group coordinator share
+the topic's partitions among the group's members (Kafka only). Records a consumer has
+fetched are handed out by ``poll`` partition by partition in turn, so no partition
+starves another. A position outside the retained range (deleted by retention, or past
+the end of a recreated topic) raises ``OffsetOutOfRange``; a broker that cannot be
+reached raises ``BusUnavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any, ParamSpec, TypeVar
+
+from confluent_kafka import Consumer as RawConsumer
+from confluent_kafka import (
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+
+from audience_manager.bus.base import (
+    BusError,
+    BusUnavailable,
+    Consumer,
+    EventBus,
+    OffsetOutOfRange,
+    Record,
+    check_name,
+    encode_records,
+)
+from audience_manager.bus.partitioning import partitions_for_keys
+
+__all__ = ["ConfigValue", "KafkaConsumer", "KafkaEventBus", "PartitionsCallback"]
+
+ConfigValue = str | int | float | bool
+#: Called with the partition numbers a subscribed consumer gained or is about to lose.
+PartitionsCallback = Callable[[list[int]], None]
+
+_log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+# Records a consumer takes from the client before handing them out fairly.
+_PREFETCH = 10_000
+_DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+# Consumer errors that mean the cluster cannot be used right now.
+_FAILURES = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION})
+_OUT_OF_RANGE = frozenset({KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET})
+_EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+_LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+
+
+def _unavailable(what: str, exc: KafkaException) -> BusUnavailable:
+    return BusUnavailable(f"{what}: {exc.args[0] if exc.args else exc}")
+
+
+class KafkaEventBus(EventBus):
+    """An event bus on the Kafka cluster at ``bootstrap`` (``host:port[,host:port]``).
+
+    ``replication`` is the replication factor of the topics it creates (``None``: the
+    broker's ``default.replication.factor``). ``client_config`` is librdkafka
+    configuration for every client (security, timeouts); ``producer_config`` and
+    ``consumer_config`` add to it for one kind. The settings that durability and the
+    port's semantics rest on (idempotence, ``acks``, manual commits, the group id)
+    cannot be overridden. ``timeout`` bounds, in seconds, each request to the cluster, how
+    long a record may wait for its acknowledgement, and (as the default group
+    ``session.timeout.ms``) how long a commit waits for the group coordinator.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        partitions: int = 8,
+        replication: int | None = 1,
+        *,
+        client_config: Mapping[str, ConfigValue] | None = None,
+        producer_config: Mapping[str, ConfigValue] | None = None,
+        consumer_config: Mapping[str, ConfigValue] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if not 1 <= partitions <= 10_000:
+            raise ValueError(f"partitions must be between 1 and 10000, not {partitions}")
+        if replication is not None and replication < 1:
+            raise ValueError(f"replication must be at least 1, not {replication}")
+        self.bootstrap = bootstrap
+        self.partitions = partitions
+        self.replication = replication
+        self.timeout = timeout
+        common: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "logger": _log,
+            **(client_config or {}),
+        }
+        # The group session also bounds how long a commit waits for the coordinator; 6 s
+        # is the shortest session Kafka brokers accept by default.
+        self._consumer_config = {
+            "session.timeout.ms": max(6000, int(timeout * 1000)),
+            **common,
+            **(consumer_config or {}),
+        }
+        producer = {
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            **common,
+            **(producer_config or {}),
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.timeout.ms": int(timeout * 1000),
+        }
+        self._max_record_bytes = int(producer.get("message.max.bytes", _DEFAULT_MAX_MESSAGE_BYTES))
+        try:
+            self._admin = AdminClient(common)
+            self._producer = Producer(producer)
+        except KafkaException as exc:
+            raise BusError(f"invalid Kafka client configuration: {exc}") from exc
+        self._lock = threading.Lock()
+        self._topics: set[str] = set()  # topics known to exist with the right partitions
+        self._consumers: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"KafkaEventBus({self.bootstrap!r}, partitions={self.partitions})"
+
+    def publish(self, topic: str, records: Sequence[tuple[str, bytes]]) -> list[tuple[int, int]]:
+        """Send records; return each one's ``(partition, offset)`` once all are acknowledged."""
+        check_name("topic", topic)
+        if not records:
+            return []
+        keys, values = encode_records(records)
+        if max(map(operator.add, map(len, keys), map(len, values))) > self._max_record_bytes:
+            limit = self._max_record_bytes
+            raise ValueError(f"a record's key and value must total at most {limit} bytes")
+        self._ensure_topic(topic)
+        chosen: list[int] = partitions_for_keys(keys, self.partitions).tolist()
+        # Kafka reports deliveries of one partition in the order they were produced.
+        delivered: list[list[int]] = [[] for _ in range(self.partitions)]
+        failures: list[KafkaError] = []
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                delivered[message.partition() or 0].append(message.offset() or 0)
+            else:
+                failures.append(error)
+
+        produce, poll = self._producer.produce, self._producer.poll
+        try:
+            for key, value, partition in zip(keys, values, chosen, strict=True):
+                while True:
+                    try:
+                        produce(topic, value, key, partition, on_delivery)
+                        break
+                    except BufferError:  # the client's queue is full: let it drain
+                        poll(0.01)
+            self._producer.flush(self.timeout + 5)
+        except KafkaException as exc:
+            raise _unavailable(f"cannot publish to {topic}", exc) from exc
+        if failures:
+            raise BusUnavailable(f"cannot publish to {topic}: {failures[0].str()}")
+        if sum(map(len, delivered)) < len(chosen):
+            raise BusUnavailable(f"cannot publish to {topic}: no acknowledgement in time")
+        offsets = [iter(found) for found in delivered]
+        return [(partition, next(offsets[partition])) for partition in chosen]
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """The high watermark of each partition: the offset its next record will get."""
+        return self._list_offsets(topic, _LATEST)
+
+    def beginning_offsets(self, topic: str) -> dict[int, int]:
+        """The low watermark of each partition: the first offset it retains."""
+        return self._list_offsets(topic, _EARLIEST)
+
+    def consumer(self, topic: str, group: str) -> KafkaConsumer:
+        """A new consumer of ``topic`` for ``group``; ``assign`` or ``subscribe`` it."""
+        self._ensure_topic(topic)
+        consumer = KafkaConsumer(self, topic, group, self._consumer_config)
+        self._consumers.add(consumer)
+        return consumer
+
+    def close(self) -> None:
+        """Close every consumer made by this bus and wait for unsent records."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for consumer in list(self._consumers):
+            consumer.close()
+        self._producer.flush(self.timeout)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusError("the bus is closed")
+
+    def _ensure_topic(self, topic: str) -> None:
+        """Create ``topic`` unless it exists; check the partition count of an existing one."""
+        check_name("topic", topic)
+        self._check_open()
+        if topic in self._topics:
+            return
+        with self._lock:
+            if topic in self._topics:
+                return
+            spec = NewTopic(topic, self.partitions, self.replication or -1)
+            futures = self._admin.create_topics([spec], request_timeout=self.timeout)
+            try:
+                _result(futures[topic], self.timeout)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise _unavailable(f"cannot create topic {topic}", exc) from exc
+            self._check_partitions(topic)
+            self._topics.add(topic)
+
+    def _check_partitions(self, topic: str) -> None:
+        try:
+            metadata = self._admin.list_topics(topic, timeout=self.timeout).topics[topic]
+        except KafkaException as exc:
+            raise _unavailable(f"cannot describe topic {topic}", exc) from exc
+        if metadata.error is not None:
+            raise BusUnavailable(f"cannot describe topic {topic}: {metadata.error.str()}")
+        if len(metadata.partitions) != self.partitions:
+            raise BusError(
+                f"topic {topic} has {len(metadata.partitions)} partitions in Kafka but the bus "
+                f"is configured for {self.partitions}; keys would land on other partitions"
+            )
+
+    def _list_offsets(self, topic: str, spec: OffsetSpec) -> dict[int, int]:
+        self._ensure_topic(topic)
+        wanted = {TopicPartition(topic, p): spec for p in range(self.partitions)}
+        try:
+            futures = self._admin.list_offsets(wanted, request_timeout=self.timeout)
+            return {tp.partition: _result(f, self.timeout).offset for tp, f in futures.items()}
+        except KafkaException as exc:
+            raise _unavailable(f"cannot list the offsets of {topic}", exc) from exc
+
+
+def _result(future: Future[Any], timeout: float) -> Any:
+    """The result of an admin request, a ``KafkaException`` also when it did not finish."""
+    try:
+        return future.result(timeout + 5)
+    except TimeoutError:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT)) from None
+
+
+class KafkaConsumer(Consumer):
+    """A consumer of one Kafka topic for one group; one thread at a time.
+
+    Positions are tracked here, record by record handed out, so they are exact even
+    before the client has fetched anything; records fetched but not yet handed out wait
+    in per-partition buffers.
+    """
+
+    def __init__(
+        self, bus: KafkaEventBus, topic: str, group: str, config: Mapping[str, Any]
+    ) -> None:
+        self._bus = bus
+        self._topic = topic
+        self._partitions = bus.partitions
+        self._failure: KafkaError | None = None
+        try:
+            self._consumer = RawConsumer(
+                {
+                    **config,
+                    "group.id": check_name("group", group),
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "error",
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "error_cb": self._on_error,
+                }
+            )
+        except KafkaException as exc:
+            raise BusError(f"invalid Kafka consumer configuration: {exc}") from exc
+        self._positions: dict[int, int] = {}
+        self._buffers: dict[int, list[Record]] = {}
+        self._subscribed = False
+        self._on_assign: PartitionsCallback | None = None
+        self._on_revoke: PartitionsCallback | None = None
+        self._turn = 0
+        self._closed = False
+
+    def assign(self, partitions: Sequence[int] | None = None) -> None:
+        """Read exactly ``partitions`` (``None``: all), from the committed position or start."""
+        self._check_open()
+        if self._subscribed:
+            raise BusError("a subscribed consumer's partitions are assigned by its group")
+        wanted = list(range(self._partitions)) if partitions is None else list(partitions)
+        for partition in wanted:
+            self._check_partition(partition)
+        starts = self._starts([p for p in wanted if p not in self._positions])
+        positions = {p: self._positions.get(p, starts.get(p, 0)) for p in wanted}
+        self._run(self._consumer.assign, self._tps(positions))
+        self._positions = positions
+        self._buffers = {}
+
+    def subscribe(
+        self,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+    ) -> None:
+        """Join the group and read the partitions its coordinator assigns to this member.
+
+        Assignments arrive during ``poll``: ``on_assign`` is called with the partitions
+        gained (starting at the group's committed position, else the first retained
+        offset), ``on_revoke`` with those about to be taken away, while ``commit`` still
+        works for them, and also with partitions lost without notice (a commit for those
+        fails). The group uses the cooperative-sticky assignor, so members keep their
+        other partitions through a rebalance.
+        """
+        self._check_open()
+        if self._positions:
+            raise BusError("a consumer with assigned partitions cannot subscribe")
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._run(
+            self._consumer.subscribe,
+            [self._topic],
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            on_lost=self._revoked,
+        )
+        self._subscribed = True
+
+    def seek(self, positions: Mapping[int, int]) -> None:
+        """Set the next offset to read of assigned partitions."""
+        self._check_open()
+        for partition, position in positions.items():
+            if partition not in self._positions:
+                raise BusError(f"partition {partition} of {self._topic} is not assigned")
+            if position < 0:
+                raise ValueError(f"negative position {position}")
+        for partition, position in positions.items():
+            self._run(self._consumer.seek, TopicPartition(self._topic, partition, position))
+            self._positions[partition] = position
+            self._buffers.pop(partition, None)
+
+    def poll(self, max_records: int = 10_000, timeout: float = 0.1) -> list[Record]:
+        """Up to ``max_records`` new records; ``[]`` if none arrive within ``timeout`` s."""
+        self._check_open()
+        if not self._positions and not self._subscribed:
+            raise BusError("assign partitions before polling")
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
+        room = max(max_records, _PREFETCH) - sum(map(len, self._buffers.values()))
+        if room > 0:
+            messages = self._run(self._consumer.consume, room, 0)
+            if not messages and not any(self._buffers.values()):
+                messages = self._run(self._consumer.consume, 1, timeout)
+                if messages and room > 1:
+                    messages += self._run(self._consumer.consume, room - 1, 0)
+            self._take(messages)
+        return self._hand_out(max_records)
+
+    def positions(self) -> dict[int, int]:
+        """The next offset to read of every assigned partition."""
+        self._check_open()
+        return dict(self._positions)
+
+    def commit(self, positions: Mapping[int, int] | None = None) -> None:
+        """Store positions for the group (``None``: the current positions), synchronously."""
+        self._check_open()
+        chosen = self.positions() if positions is None else dict(positions)
+        for partition, position in chosen.items():
+            self._check_partition(partition)
+            if position < 0:
+                raise ValueError(f"negative position {position}")
+        if not chosen:
+            return
+        stored = self._run(self._consumer.commit, offsets=self._tps(chosen), asynchronous=False)
+        for tp in stored:
+            if tp.error is not None:
+                raise BusUnavailable(f"cannot commit {self._topic}/{tp.partition}: {tp.error}")
+
+    def committed(self) -> dict[int, int]:
+        """The group's stored position of every partition that has one."""
+        self._check_open()
+        return self._committed(list(range(self._partitions)))
+
+    def close(self) -> None:
+        """Leave the group (if subscribed) and close the client."""
+        if self._closed:
+            return
+        try:
+            self._consumer.close()  # a subscribed consumer's on_revoke may still commit
+        except KafkaException as exc:
+            _log.warning("closing the Kafka consumer of %s failed: %s", self._topic, exc)
+        finally:
+            self._closed = True
+            self._positions, self._buffers = {}, {}
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusError("the consumer is closed")
+
+    def _check_partition(self, partition: int) -> None:
+        if not isinstance(partition, int) or not 0 <= partition < self._partitions:
+            raise BusError(f"{self._topic} has no partition {partition!r}")
+
+    def _tps(self, positions: Mapping[int, int]) -> list[TopicPartition]:
+        return [TopicPartition(self._topic, p, o) for p, o in positions.items()]
+
+    def _run(self, call: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Call the client, translating its errors; raise a failure its callback reported."""
+        try:
+            result = call(*args, **kwargs)
+        except KafkaException as exc:
+            raise _unavailable(f"Kafka consumer of {self._topic} failed", exc) from exc
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise BusUnavailable(f"Kafka consumer of {self._topic} failed: {failure.str()}")
+        return result
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal() or error.code() in _FAILURES:
+            self._failure = error
+
+    def _committed(self, partitions: list[int]) -> dict[int, int]:
+        wanted = [TopicPartition(self._topic, p) for p in partitions]
+        found = self._run(self._consumer.committed, wanted, timeout=self._bus.timeout)
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+
+    def _starts(self, partitions: list[int]) -> dict[int, int]:
+        """Where newly assigned partitions start: committed position, else the beginning."""
+        if not partitions:
+            return {}
+        starts = self._committed(partitions)
+        if len(starts) < len(partitions):
+            beginnings = self._bus.beginning_offsets(self._topic)
+            starts = {p: starts.get(p, beginnings[p]) for p in partitions}
+        return starts
+
+    def _assigned(self, consumer: RawConsumer, gained: list[TopicPartition]) -> None:
+        starts = self._starts([tp.partition for tp in gained])
+        consumer.incremental_assign(self._tps(starts))
+        self._positions.update(starts)
+        if self._on_assign is not None:
+            self._on_assign(sorted(starts))
+
+    def _revoked(self, consumer: RawConsumer, lost: list[TopicPartition]) -> None:
+        partitions = sorted(tp.partition for tp in lost)
+        if self._on_revoke is not None:
+            self._on_revoke(partitions)
+        consumer.incremental_unassign(lost)
+        for partition in partitions:
+            self._positions.pop(partition, None)
+            self._buffers.pop(partition, None)
+
+    def _take(self, messages: list[Message]) -> None:
+        """Buffer fetched records; raise the first error among them after keeping the rest."""
+        failure: BusError | None = None
+        for message in messages:
+            error = message.error()
+            partition = message.partition() or 0
+            if error is not None:
+                if error.code() in _OUT_OF_RANGE:
+                    failure = failure or OffsetOutOfRange(
+                        f"{self._topic}/{partition}: position outside the retained offsets "
+                        f"({error.str()})"
+                    )
+                elif error.code() != KafkaError._PARTITION_EOF:
+                    failure = failure or BusUnavailable(f"cannot read {self._topic}: {error.str()}")
+                continue
+            if partition not in self._positions:
+                continue  # revoked or unassigned meanwhile
+            key = message.key()
+            self._buffers.setdefault(partition, []).append(
+                Record(
+                    self._topic,
+                    partition,
+                    message.offset() or 0,
+                    key.decode() if key is not None else "",
+                    message.value() or b"",
+                    message.timestamp()[1],
+                )
+            )
+        if failure is not None:
+            raise failure
+
+    def _hand_out(self, max_records: int) -> list[Record]:
+        """Up to ``max_records`` buffered records, partitions sharing fairly in turn."""
+        ready = [p for p, buffer in self._buffers.items() if buffer]
+        if not ready:
+            return []
+        self._turn = (self._turn + 1) % len(ready)
+        ready = ready[self._turn :] + ready[: self._turn]
+        records: list[Record] = []
+        for index, partition in enumerate(ready):
+            share = -(-(max_records - len(records)) // (len(ready) - index))
+            buffer = self._buffers[partition]
+            taken = buffer[:share]
+            del buffer[:share]
+            records.extend(taken)
+            self._positions[partition] = taken[-1].offset + 1
+        return records
