@@ -27,8 +27,9 @@ from audience_manager.engine.snapshot import latest_snapshot, load_snapshot, sav
 from audience_manager.processor.codec import ERASE, dead_letter, decode
 from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.projection import build_commit
+from audience_manager.processor.relay import CHANGES, ChangeRelay
 from audience_manager.processor.requests import answer_requests
-from audience_manager.store import StateStore
+from audience_manager.store import StateCommit, StateStore
 
 __all__ = ["EVENTS", "Processor", "ProcessorConfig"]
 
@@ -47,6 +48,8 @@ class ProcessorConfig:
     snapshot_every: float = 60.0
     catalog_every: float = 0.25
     snapshots: Path = field(default=Path(".data/state/snapshots"))
+    #: Where the membership-change log is published (None: not published).
+    changes_topic: str | None = CHANGES
 
 
 class Processor:
@@ -72,7 +75,8 @@ class Processor:
         self._last_snapshot = time.monotonic()
         self._last_catalog = 0.0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-        self._inflight: tuple[Future[None], dict[int, int], list[tuple[str, bytes]]] | None = None
+        self._inflight: tuple[Future[None], dict[int, int]] | None = None
+        self.relay = ChangeRelay(store, bus, config.changes_topic) if config.changes_topic else None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -95,6 +99,7 @@ class Processor:
                 continue  # the snapshot already includes this batch
             self._replay_until(entry.positions, entry.now)
         self._sync_definitions(force=True)
+        self._relay()  # lines committed before a stop or crash
 
     def _replay_until(self, target: dict[int, int], now: int) -> None:
         """Re-apply the records up to ``target`` as one batch at engine time ``now``.
@@ -148,6 +153,7 @@ class Processor:
             self._settle()
             if answer_requests(self.engine, self.store, self.positions, self.history):
                 self.snapshot()  # members changed outside the log: a replay must not cross it
+                self._relay()
         records = self.consumer.poll(self.config.max_batch, self.config.poll_timeout)
         applied = self._apply(records, self.clock(), commit=True)
         if monotonic - self._last_snapshot >= self.config.snapshot_every:
@@ -158,6 +164,12 @@ class Processor:
         # A snapshot right after a change keeps replays from ever crossing one.
         if self.definitions.sync(self.engine, self.store, self.positions, force=force):
             self.snapshot()
+            self._relay()
+
+    def _relay(self) -> None:
+        """Publish change lines committed outside the writer thread (it is idle now)."""
+        if self.relay is not None:
+            self.relay.relay()
 
     def history(self) -> Iterator[list[Event]]:
         """The retained events already applied, in batches (for new aggregates)."""
@@ -228,21 +240,26 @@ class Processor:
         if commit and (records or changes):
             state = build_commit(self.engine, self.positions, changes, users, erased, len(records))
             self._settle()
-            future = self._writer.submit(self.store.commit, state)
-            self._inflight = (future, dict(self.positions), poison)
+            future = self._writer.submit(self._write, state, poison)
+            self._inflight = (future, dict(self.positions))
         elif commit:
             self._settle()  # idle: nothing to overlap with
         return len(records)
 
-    def _settle(self) -> None:
-        """Wait for the commit in flight; then publish its dead letters and positions."""
-        if self._inflight is None:
-            return
-        future, positions, poison = self._inflight
-        self._inflight = None
-        future.result()  # a failed commit raises here (StoreUnavailable: the loop restarts)
+    def _write(self, state: StateCommit, poison: list[tuple[str, bytes]]) -> None:
+        """On the writer thread: commit, then publish dead letters and the new changes."""
+        self.store.commit(state)
         if poison:
             self.bus.publish(DEAD_LETTER, poison)
+        self._relay()
+
+    def _settle(self) -> None:
+        """Wait for the commit in flight; then store the group's positions in the log."""
+        if self._inflight is None:
+            return
+        future, positions = self._inflight
+        self._inflight = None
+        future.result()  # a failed commit raises here (StoreUnavailable: the loop restarts)
         # Group positions in the log: for lag monitoring and so retention may delete.
         self.consumer.commit(positions)
 

@@ -144,6 +144,14 @@ class StateStore(ABC):
     def last_change(self) -> int:
         """The number of the newest membership-change log line (0 when there is none)."""
 
+    @abstractmethod
+    def marker(self, name: str) -> int:
+        """A named counter the processor keeps beside its state (0 until set)."""
+
+    @abstractmethod
+    def set_marker(self, name: str, value: int) -> None:
+        """Store a named counter (outside any commit)."""
+
     # -- requests the processor answers (it holds the engine) -----------------------
 
     @abstractmethod

@@ -382,6 +382,18 @@ class EmbeddedStateStore(StateStore):
         rows = self._read("SELECT MAX(last) FROM change_blocks")
         return int(rows[0][0] or 0)
 
+    def marker(self, name: str) -> int:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", ("marker:" + name,))
+        return int(rows[0][0]) if rows else 0
+
+    def set_marker(self, name: str, value: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                ("marker:" + name, value),
+            )
+
     def submit(self, kind: str, payload: bytes) -> str:
         request_id = secrets.token_hex(12)
         with self._transaction() as db:

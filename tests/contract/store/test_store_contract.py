@@ -168,3 +168,11 @@ def test_readers_in_other_processes_see_whole_commits_only(tmp_path: Path) -> No
     assert writer.exitcode == 0
     assert store.positions() == {0: 201}
     store.close()
+
+
+def test_markers_are_kept_by_name(store: StateStore) -> None:
+    assert store.marker("relayed") == 0
+    store.set_marker("relayed", 41)
+    store.set_marker("relayed", 42)
+    store.set_marker("other", 7)
+    assert (store.marker("relayed"), store.marker("other")) == (42, 7)

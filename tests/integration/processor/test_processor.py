@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from audience_manager.bus.embedded import EmbeddedEventBus
@@ -18,6 +20,7 @@ from audience_manager.engine import ManualClock
 from audience_manager.engine.documents import decode_profile
 from audience_manager.processor.codec import WireEvent, encode_erase, encode_event
 from audience_manager.processor.definitions import DefinitionSync
+from audience_manager.processor.relay import CHANGES
 from audience_manager.processor.runtime import DEAD_LETTER, EVENTS, Processor, ProcessorConfig
 from audience_manager.store import EmbeddedStateStore
 
@@ -171,3 +174,36 @@ def test_a_replay_assigns_the_same_user_ids_however_the_polls_fall(platform: Pla
     resumed.recover()
 
     assert {u: resumed.engine.ids.get(u) for u in original} == original
+
+
+def published_changes(platform: Platform) -> list[dict[str, object]]:
+    reader = platform.bus.consumer(CHANGES, f"test-{uuid.uuid4().hex}")
+    reader.assign(None)
+    records = reader.poll(1_000, 0.5)
+    reader.close()
+    return sorted((msgspec.json.decode(r.value) for r in records), key=lambda m: m["sequence"])
+
+
+def test_membership_changes_reach_the_topic_at_least_once(platform: Platform) -> None:
+    segment = platform.catalog.create_segment(SegmentCreate(name="High", rules=HIGH_VALUE))
+    processor = platform.processor()
+    processor.recover()
+    platform.send(purchase("a", 1500), purchase("b", 20), purchase("c", 2000))
+    drain(processor)
+    processor.close()
+    assert [(m["userId"], m["change"], m["sequence"]) for m in published_changes(platform)] == [
+        ("a", "enter", 1),
+        ("c", "enter", 2),
+    ]
+    assert published_changes(platform)[0]["segmentId"] == segment.id
+
+    # A crash after publishing line 2 but before its marker was stored: it goes out again.
+    platform.store.set_marker("relayed-changes", 1)
+    resumed = platform.processor()
+    resumed.recover()
+    resumed.close()
+    assert [m["sequence"] for m in published_changes(platform)] == [1, 2, 2]
+    again = platform.processor()
+    again.recover()  # nothing new: nothing published
+    again.close()
+    assert len(published_changes(platform)) == 3
