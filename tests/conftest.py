@@ -1,6 +1,9 @@
-"""Make the shared test modules (``reference``, ``strategies``) importable from any test."""
+"""Make the shared test modules (``reference``, ``strategies``, ``services``) importable from
+any test, and offer the real servers' fixtures (``services.postgres``, ``services.valkey``)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+pytest_plugins = ["services.postgres"]
