@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import NullPool, create_engine, text
 
 __all__ = ["PostgresServer", "database", "own_postgres", "postgres_database", "postgres_url"]
 
@@ -132,7 +132,10 @@ def running_postgres() -> Iterator[PostgresServer]:
 def database(server_url: str) -> Iterator[str]:
     """A new empty database on the server at ``server_url``; its URL, dropped afterwards."""
     name = f"am_test_{secrets.token_hex(6)}"
-    admin = create_engine(f"{server_url}/postgres", isolation_level="AUTOCOMMIT")
+    # No pool: a connection kept from before a restart of the server would be dead.
+    admin = create_engine(
+        f"{server_url}/postgres", isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
     try:
         with admin.connect() as connection:
             connection.execute(text(f"CREATE DATABASE {name}"))
