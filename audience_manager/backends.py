@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import Engine
+
 from audience_manager.bus.base import EventBus
 from audience_manager.bus.embedded import EmbeddedEventBus
 from audience_manager.catalog.database import create_catalog_engine
@@ -22,10 +24,12 @@ class Backends:
     bus: EventBus
     store: StateStore
     catalog: CatalogService
+    catalog_engine: Engine
 
     def close(self) -> None:
         self.bus.close()
         self.store.close()
+        self.catalog_engine.dispose()
 
 
 def open_backends(settings: Settings, *, migrate_catalog: bool = False) -> Backends:
@@ -35,8 +39,8 @@ def open_backends(settings: Settings, *, migrate_catalog: bool = False) -> Backe
         migrate(settings.catalog)
     bus = _open_bus(settings)
     store = EmbeddedStateStore(settings.state_dir)
-    catalog = CatalogService(create_catalog_engine(settings.catalog))
-    return Backends(bus, store, catalog)
+    engine = create_catalog_engine(settings.catalog)
+    return Backends(bus, store, CatalogService(engine), engine)
 
 
 def kafka_client_config(settings: Settings) -> dict[str, str]:

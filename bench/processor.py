@@ -20,6 +20,7 @@ from pathlib import Path
 from audience_manager.bus.embedded import EmbeddedEventBus
 from audience_manager.catalog import CatalogService, create_catalog_engine, migrate
 from audience_manager.catalog.schemas import SegmentCreate
+from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.processor.codec import WireEvent, encode_event
 from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.runtime import EVENTS, Processor, ProcessorConfig
@@ -104,7 +105,8 @@ def main() -> None:
         segments(catalog, args.segments)
         fill(bus, args.events, args.users)
         config = ProcessorConfig(max_batch=args.batch, snapshots=root / "snapshots")
-        processor = Processor(bus, store, DefinitionSync(catalog), config)
+        watcher = CatalogWatcher(catalog_url)
+        processor = Processor(bus, store, DefinitionSync(catalog), config, watcher)
         processor.recover()
         tune_gc()
         profiler = cProfile.Profile() if args.profile else None
@@ -124,6 +126,7 @@ def main() -> None:
         )
         print(f"members: {sorted(store.sizes().values())}")
         processor.close()
+        watcher.close()
         if profiler:
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)

@@ -1,7 +1,8 @@
 """The catalog: segments and computed attributes in SQL (SQLite embedded, or PostgreSQL).
 
 :class:`CatalogService` is the only way in. Run :func:`migrate` before using a database,
-and follow :meth:`CatalogService.changes_since` to learn what changed.
+and follow :meth:`CatalogService.changes_since` to learn what changed, when a
+:class:`CatalogWatcher` says something may have.
 """
 
 from audience_manager.catalog.database import create_catalog_engine, sqlite_url
@@ -25,6 +26,7 @@ from audience_manager.catalog.schemas import (
     SegmentType,
 )
 from audience_manager.catalog.service import CatalogService
+from audience_manager.catalog.watch import CatalogWatcher
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -35,6 +37,7 @@ __all__ = [
     "CatalogError",
     "CatalogService",
     "CatalogUnavailable",
+    "CatalogWatcher",
     "Conflict",
     "InvalidInput",
     "NotFound",

@@ -6,12 +6,15 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, text
 
-__all__ = ["MIGRATIONS", "alembic_config", "migrate"]
+__all__ = ["MIGRATIONS", "MIGRATION_LOCK", "alembic_config", "migrate"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 """The Alembic environment of the catalog (``env.py``, ``versions/``)."""
+
+MIGRATION_LOCK = 0x616D_6361_7461_6C67  # "amcatalg"
+"""The PostgreSQL advisory lock a migration holds until it commits."""
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -30,11 +33,16 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def migrate(url: str | Engine) -> None:
     """Upgrade the catalog database at ``url`` (or behind an engine) to the newest schema.
 
-    Safe to run on every start: an up-to-date database is left as it is.
+    Safe to run on every start: an up-to-date database is left as it is. Processes that
+    start together on PostgreSQL take turns; on SQLite the first write does the same.
     """
     engine = create_engine(url) if isinstance(url, str) else url
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             command.upgrade(alembic_config(connection), "head")
     finally:
         if isinstance(url, str):

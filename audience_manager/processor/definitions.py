@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from audience_manager.catalog.errors import CatalogError
+from audience_manager.catalog.errors import CatalogError, CatalogUnavailable, Conflict, NotFound
 from audience_manager.catalog.schemas import AttributeRead, SegmentRead
 from audience_manager.catalog.service import CatalogService
 from audience_manager.engine import Engine, Event, SegmentDefinition
@@ -70,7 +70,12 @@ class DefinitionSync:
                 changed = True
         for segment in _referenced_first(live):
             if self.segments.get(segment.id) != segment.version:
-                self._segment(engine, store, positions, segment)
+                try:
+                    self._segment(engine, store, positions, segment)
+                except CatalogUnavailable as exc:
+                    # The revision stays behind: the next sync takes this segment up again.
+                    log.warning("segment %s left for the next sync: %s", segment.id, exc)
+                    return changed
                 changed = True
         self.revision = changes.revision
         return changed
@@ -100,7 +105,7 @@ class DefinitionSync:
             self._status(segment, "FAILED", reason=str(exc))
             self.segments[segment.id] = segment.version
             return
-        except CatalogError:  # replaced or deleted meanwhile: the next sync has it
+        except (Conflict, NotFound):  # replaced or deleted meanwhile: the next sync has it
             return
         commit = build_commit(engine, positions, changes, ())
         members = np.asarray(engine.membership.members(segment.id).to_array(), dtype=np.int64)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audience_manager.bus.base import Consumer, EventBus, Record
+from audience_manager.catalog.errors import CatalogUnavailable
+from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.engine import Engine, Event, MembershipChange
 from audience_manager.engine.snapshot import latest_snapshot, load_snapshot, save_snapshot
 from audience_manager.processor.codec import ERASE, dead_letter, decode
@@ -46,14 +48,16 @@ class ProcessorConfig:
     max_batch: int = 20_000
     poll_timeout: float = 0.05
     snapshot_every: float = 60.0
-    catalog_every: float = 0.25
     snapshots: Path = field(default=Path(".data/state/snapshots"))
     #: Where the membership-change log is published (None: not published).
     changes_topic: str | None = CHANGES
 
 
 class Processor:
-    """Applies accepted events to the engine and commits the results."""
+    """Applies accepted events to the engine and commits the results.
+
+    Definitions are synced with the catalog when ``watcher`` says it may have changed.
+    """
 
     def __init__(
         self,
@@ -61,19 +65,20 @@ class Processor:
         store: StateStore,
         definitions: DefinitionSync,
         config: ProcessorConfig,
+        watcher: CatalogWatcher,
         clock: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.bus = bus
         self.store = store
         self.definitions = definitions
         self.config = config
+        self.watcher = watcher
         self.clock = clock
         self.engine = Engine(clock)
         self.consumer: Consumer = bus.consumer(EVENTS, config.group)
         self.positions: dict[int, int] = {}
         self.seen_messages: dict[str, None] = {}  # recent messageIds, oldest first
         self._last_snapshot = time.monotonic()
-        self._last_catalog = 0.0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._inflight: tuple[Future[None], dict[int, int]] | None = None
         self.relay = ChangeRelay(store, bus, config.changes_topic) if config.changes_topic else None
@@ -143,12 +148,9 @@ class Processor:
 
     def step(self) -> int:
         """Poll, apply and commit one batch (or just let time pass); returns events applied."""
-        monotonic = time.monotonic()
-        if monotonic - self._last_catalog >= self.config.catalog_every:
-            self._last_catalog = monotonic
-            if self.definitions.outdated():
-                self._settle()
-                self._sync_definitions()
+        if self.watcher.changed() and self._outdated():
+            self._settle()
+            self._sync_definitions()
         if self.store.pending(limit=1):
             self._settle()
             if answer_requests(self.engine, self.store, self.positions, self.history):
@@ -156,13 +158,28 @@ class Processor:
                 self._relay()
         records = self.consumer.poll(self.config.max_batch, self.config.poll_timeout)
         applied = self._apply(records, self.clock(), commit=True)
-        if monotonic - self._last_snapshot >= self.config.snapshot_every:
+        if time.monotonic() - self._last_snapshot >= self.config.snapshot_every:
             self.snapshot()
         return applied
 
+    def _outdated(self) -> bool:
+        """True when the catalog moved on since the last sync (or cannot be asked)."""
+        try:
+            return self.definitions.outdated()
+        except CatalogUnavailable:
+            return True  # the sync logs it and the watcher says when to try again
+
     def _sync_definitions(self, force: bool = False) -> None:
+        try:
+            changed = self.definitions.sync(self.engine, self.store, self.positions, force=force)
+        except CatalogUnavailable as exc:
+            if force:
+                raise
+            # Events go on being processed; the watcher says when to try again.
+            log.warning("catalog unavailable, definitions not synced: %s", exc)
+            return
         # A snapshot right after a change keeps replays from ever crossing one.
-        if self.definitions.sync(self.engine, self.store, self.positions, force=force):
+        if changed:
             self.snapshot()
             self._relay()
 

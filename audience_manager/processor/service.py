@@ -8,6 +8,8 @@ import signal
 import threading
 
 from audience_manager.backends import open_backends
+from audience_manager.catalog.errors import CatalogUnavailable
+from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.config import Settings
 from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.runtime import Processor, ProcessorConfig
@@ -33,6 +35,7 @@ def run_processor(settings: Settings, stop: threading.Event | None = None) -> No
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
     backends = open_backends(settings, migrate_catalog=True)
+    watcher = CatalogWatcher(settings.catalog)
     try:
         sync = DefinitionSync(backends.catalog)
         config = ProcessorConfig(
@@ -40,18 +43,19 @@ def run_processor(settings: Settings, stop: threading.Event | None = None) -> No
             snapshot_every=settings.snapshot_seconds,
             snapshots=settings.snapshot_dir,
         )
-        processor = Processor(backends.bus, backends.store, sync, config)
+        processor = Processor(backends.bus, backends.store, sync, config, watcher)
         sync.history = processor.history
         delay = 0.5
         while not stop.is_set():
             try:
                 processor.run(stop)
-            except StoreUnavailable as exc:
-                log.warning("state store unavailable, retrying in %.1f s: %s", delay, exc)
+            except (StoreUnavailable, CatalogUnavailable) as exc:
+                log.warning("backend unavailable, retrying in %.1f s: %s", delay, exc)
                 stop.wait(delay)
                 delay = min(delay * 2, 30.0)
-                processor = Processor(backends.bus, backends.store, sync, config)
+                processor = Processor(backends.bus, backends.store, sync, config, watcher)
                 sync.history = processor.history
         log.info("processor stopped at positions %s", processor.positions)
     finally:
+        watcher.close()
         backends.close()

@@ -20,6 +20,7 @@ from serve_process import serving
 
 from audience_manager.api.management import create_app
 from audience_manager.backends import Backends, open_backends
+from audience_manager.catalog import CatalogWatcher
 from audience_manager.config import Settings
 from audience_manager.processor.codec import WireEvent, encode_event
 from audience_manager.processor.definitions import DefinitionSync
@@ -35,9 +36,10 @@ SEGMENT_KEYS |= {"updatedAt", "description", "statusProgress", "statusReason"}
 def processing(settings: Settings) -> Iterator[None]:
     """A processor over its own backends (as its own process would have), in a thread."""
     backends = open_backends(settings)
+    watcher = CatalogWatcher(settings.catalog, poll_every=0.02)
     sync = DefinitionSync(backends.catalog)
-    config = ProcessorConfig(snapshots=settings.snapshot_dir, catalog_every=0.02, poll_timeout=0.02)
-    processor = Processor(backends.bus, backends.store, sync, config)
+    config = ProcessorConfig(snapshots=settings.snapshot_dir, poll_timeout=0.02)
+    processor = Processor(backends.bus, backends.store, sync, config, watcher)
     sync.history = processor.history
     stop = threading.Event()
     thread = threading.Thread(target=processor.run, args=(stop,), daemon=True)
@@ -47,6 +49,7 @@ def processing(settings: Settings) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=30)
+        watcher.close()
         backends.close()
 
 

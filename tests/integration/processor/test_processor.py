@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,12 +11,14 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from sqlalchemy import Engine, event
 
 from audience_manager.bus.embedded import EmbeddedEventBus
 from audience_manager.catalog.database import create_catalog_engine, sqlite_url
 from audience_manager.catalog.migrate import migrate
 from audience_manager.catalog.schemas import SegmentCreate
 from audience_manager.catalog.service import CatalogService
+from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.engine import ManualClock
 from audience_manager.engine.documents import decode_profile
 from audience_manager.processor.codec import WireEvent, encode_erase, encode_event
@@ -33,13 +36,15 @@ class Platform:
     directory: Path
     bus: EmbeddedEventBus
     store: EmbeddedStateStore
+    catalog_engine: Engine
     catalog: CatalogService
+    watcher: CatalogWatcher
     clock: ManualClock
 
     def processor(self) -> Processor:
         sync = DefinitionSync(self.catalog)
-        config = ProcessorConfig(snapshots=self.directory / "snapshots", catalog_every=0.0)
-        processor = Processor(self.bus, self.store, sync, config, clock=self.clock)
+        config = ProcessorConfig(snapshots=self.directory / "snapshots")
+        processor = Processor(self.bus, self.store, sync, config, self.watcher, clock=self.clock)
         sync.history = processor.history
         return processor
 
@@ -53,9 +58,11 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
     migrate(url)
     bus = EmbeddedEventBus(tmp_path / "log", partitions=4)
     store = EmbeddedStateStore(tmp_path / "state")
-    yield Platform(
-        tmp_path, bus, store, CatalogService(create_catalog_engine(url)), ManualClock(T0)
-    )
+    engine = create_catalog_engine(url)
+    watcher = CatalogWatcher(url, poll_every=0.0)  # every step reads the catalog
+    yield Platform(tmp_path, bus, store, engine, CatalogService(engine), watcher, ManualClock(T0))
+    watcher.close()
+    engine.dispose()
     bus.close()
     store.close()
 
@@ -168,9 +175,7 @@ def test_a_replay_assigns_the_same_user_ids_however_the_polls_fall(platform: Pla
 
     # Small polls interleave partitions differently from the one big poll of the first run.
     resumed = platform.processor()
-    resumed.config = ProcessorConfig(
-        snapshots=platform.directory / "snapshots", catalog_every=0.0, max_batch=7
-    )
+    resumed.config = ProcessorConfig(snapshots=platform.directory / "snapshots", max_batch=7)
     resumed.recover()
 
     assert {u: resumed.engine.ids.get(u) for u in original} == original
@@ -207,3 +212,26 @@ def test_membership_changes_reach_the_topic_at_least_once(platform: Platform) ->
     again.recover()  # nothing new: nothing published
     again.close()
     assert len(published_changes(platform)) == 3
+
+
+def test_the_catalog_is_read_when_the_watcher_says_not_every_step(platform: Platform) -> None:
+    statements: list[str] = []
+    event.listen(
+        platform.catalog_engine, "before_cursor_execute", lambda *a: statements.append(a[2])
+    )
+    processor = platform.processor()
+    processor.config = ProcessorConfig(
+        snapshots=platform.directory / "snapshots", poll_timeout=0.01
+    )
+    processor.watcher = CatalogWatcher(str(platform.catalog_engine.url), poll_every=0.2)
+    processor.recover()
+    statements.clear()
+    steps, started = 0, time.monotonic()
+    while time.monotonic() - started < 0.5:
+        processor.step()
+        steps += 1
+    processor.watcher.close()
+    # A check at once, after 0.2 s and (unless steps ran late) after 0.4 s: a revision read.
+    assert len(statements) in (2, 3)
+    assert all("catalog_revision" in statement for statement in statements)
+    assert steps > 10

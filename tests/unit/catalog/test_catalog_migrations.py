@@ -6,10 +6,11 @@ from pathlib import Path
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, select
 
 from audience_manager.catalog import create_catalog_engine, migrate, sqlite_url
-from audience_manager.catalog.migrate import alembic_config
+from audience_manager.catalog.migrate import MIGRATIONS, alembic_config
 from audience_manager.catalog.models import Base, CatalogRevision
 
 
@@ -17,7 +18,7 @@ def test_migrated_schema_matches_the_models(engine: Engine) -> None:
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
-        assert context.get_current_revision() == "0001"
+        assert context.get_current_revision() == ScriptDirectory(MIGRATIONS).get_current_head()
 
 
 def test_live_names_are_unique_through_partial_indexes(engine: Engine) -> None:
@@ -57,3 +58,5 @@ def test_migrations_render_for_postgresql() -> None:
     )
     assert "TIMESTAMP WITH TIME ZONE" in sql
     assert "INSERT INTO catalog_revision (id, revision) VALUES (1, 0)" in sql
+    assert "PERFORM pg_notify('am_catalog', CAST(NEW.revision AS text))" in sql
+    assert "CREATE TRIGGER catalog_revision_notify AFTER UPDATE OF revision" in sql
