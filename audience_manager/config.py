@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = Field(default_factory=list)
     max_batch: int = Field(default=20_000, ge=1)
     snapshot_seconds: float = Field(default=60.0, gt=0)
+    #: Publish membership changes to the ``membership-changes`` topic (default: with Kafka).
+    publish_changes: bool | None = None
     log_level: str = "INFO"
     # The event log: Kafka when ``bus_url`` is set, else the embedded log in ``data_dir``.
     bus_url: str | None = None
@@ -116,6 +118,13 @@ class Settings(BaseSettings):
     @property
     def snapshot_dir(self) -> Path:
         return self.data_dir / "state" / "snapshots"
+
+    @property
+    def changes_topic_on(self) -> bool:
+        """Whether the processor relays membership changes to their topic."""
+        if self.publish_changes is None:
+            return self.bus_url is not None
+        return self.publish_changes
 
     @property
     def auth_required(self) -> bool:

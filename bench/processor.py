@@ -23,6 +23,7 @@ from audience_manager.catalog.schemas import SegmentCreate
 from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.processor.codec import WireEvent, encode_event
 from audience_manager.processor.definitions import DefinitionSync
+from audience_manager.processor.relay import CHANGES
 from audience_manager.processor.runtime import EVENTS, Processor, ProcessorConfig
 from audience_manager.processor.service import tune_gc
 from audience_manager.store import EmbeddedStateStore
@@ -94,6 +95,9 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=10)
     parser.add_argument("--batch", type=int, default=20_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--publish-changes", action="store_true", help="relay changes to their topic as well"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
@@ -104,7 +108,11 @@ def main() -> None:
         catalog = CatalogService(create_catalog_engine(catalog_url))
         segments(catalog, args.segments)
         fill(bus, args.events, args.users)
-        config = ProcessorConfig(max_batch=args.batch, snapshots=root / "snapshots")
+        config = ProcessorConfig(
+            max_batch=args.batch,
+            snapshots=root / "snapshots",
+            changes_topic=CHANGES if args.publish_changes else None,
+        )
         watcher = CatalogWatcher(catalog_url)
         processor = Processor(bus, store, DefinitionSync(catalog), config, watcher)
         processor.recover()

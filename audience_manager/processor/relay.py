@@ -46,7 +46,7 @@ class ChangeRelay:
         self.topic = topic
         self.position = store.marker(_MARKER)
 
-    def relay(self, page: int = 20_000) -> int:
+    def relay(self, page: int = 500_000) -> int:
         """Publish every line after the marker; returns how many were published."""
         published = 0
         while True:

@@ -12,6 +12,7 @@ from audience_manager.catalog.errors import CatalogUnavailable
 from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.config import Settings
 from audience_manager.processor.definitions import DefinitionSync
+from audience_manager.processor.relay import CHANGES
 from audience_manager.processor.runtime import Processor, ProcessorConfig
 from audience_manager.store import StoreUnavailable
 
@@ -42,6 +43,7 @@ def run_processor(settings: Settings, stop: threading.Event | None = None) -> No
             max_batch=settings.max_batch,
             snapshot_every=settings.snapshot_seconds,
             snapshots=settings.snapshot_dir,
+            changes_topic=CHANGES if settings.changes_topic_on else None,
         )
         processor = Processor(backends.bus, backends.store, sync, config, watcher)
         sync.history = processor.history
