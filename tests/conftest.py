@@ -1,11 +1,10 @@
-"""Make the shared test modules (``reference``, ``strategies``, ``services``) importable
-from any test, and offer the session's service fixtures (``kafka_broker``) to every test."""
+"""Make the shared test modules (``reference``, ``strategies``, ``services``) importable from
+any test, and offer the real servers' fixtures (``services.postgres``, ``services.valkey``,
+``services.kafka``) to every test."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from services.kafka import kafka_broker
-
-__all__ = ["kafka_broker"]
+pytest_plugins = ["services.postgres", "services.valkey", "services.kafka"]

