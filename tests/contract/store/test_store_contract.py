@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
-import valkey
 
 from audience_manager.store import (
     ChangeRecord,
@@ -38,13 +36,9 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "embedded":
         yield str(tmp_path / "state")
         return
-    url = request.getfixturevalue("valkey_server").url
-    prefix = f"test-{secrets.token_hex(4)}"
-    yield f"{url}#{prefix}"
-    with valkey.Valkey.from_url(url) as client:
-        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1_000))
-        if keys:
-            client.delete(*keys)
+    server = request.getfixturevalue("valkey_server")
+    with server.prefix() as prefix:
+        yield f"{server.url}#{prefix}"
 
 
 @pytest.fixture
