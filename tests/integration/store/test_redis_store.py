@@ -7,12 +7,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
 import valkey
 from services.valkey import ValkeyService
 
+from audience_manager.backends import open_backends
+from audience_manager.config import Settings
 from audience_manager.store import ChangeRecord, ProfileWrite, StateCommit, StoreUnavailable
 from audience_manager.store.redis import RedisStateStore
 
@@ -211,3 +214,17 @@ def test_every_key_carries_the_hash_tag(valkey_server: ValkeyService) -> None:
         assert all(k.startswith("{tagged}:") for k in keys), keys
     finally:
         store.close()
+
+
+def test_a_state_url_opens_the_redis_store(
+    valkey_server: ValkeyService, prefix: str, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path, state_url=valkey_server.url, state_prefix=prefix)
+    backends = open_backends(settings)
+    try:
+        assert repr(backends.store) == f"RedisStateStore({valkey_server.url!r}, prefix={prefix!r})"
+        backends.store.commit(batch(1, range(3), "s"))
+        assert backends.store.sizes() == {"s": 3}
+    finally:
+        backends.close()
+    assert not settings.state_dir.exists()
