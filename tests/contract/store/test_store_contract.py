@@ -118,10 +118,14 @@ def test_replaced_and_dropped_segments(store: StateStore) -> None:
 
 def test_erasing_a_user_removes_profile_and_memberships(store: StateStore) -> None:
     store.commit(StateCommit({0: 1}, 1, profiles((0, "a"), (1, "b")), enters={"s": [0, 1]}))
-    store.commit(StateCommit({0: 2}, 2, [ProfileWrite(0, "a", None)], exits={"s": [0]}))
+    # The erasure and a new user in one commit, their ids in the same byte of a bitmap.
+    erase = [ProfileWrite(0, "a", None), *profiles((2, "c"))]
+    store.commit(StateCommit({0: 2}, 2, erase, exits={"s": [0]}, enters={"s": [2]}))
     assert store.profile("a") is None
-    assert store.members("s", None, 10) == (["b"], None)
-    assert store.sizes() == {"s": 1}
+    assert store.members("s", None, 10) == (["b", "c"], None)
+    assert store.sizes() == {"s": 2}
+    assert sorted(store.users()) == [1, 2]
+    assert store.user_segments("a") == []
 
 
 def test_members_far_apart_page_in_order_and_are_erased_alone(store: StateStore) -> None:
