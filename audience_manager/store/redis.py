@@ -21,12 +21,14 @@ cluster and runs as one transaction):
                      request (kept an hour once answered)
 
 Why native bitmaps for members rather than Roaring chunks as in the embedded store: a commit
-sets and clears bits in place with ``BITFIELD``, which returns the old bits, so sizes stay
-exact without reading anything first, and the append-only file records a few bytes per
-change instead of rewriting serialized chunks. Reads stay fast: ``bitmap`` fetches one string
-(1.25 MB at 10M users) and turns it into Roaring's serialized form with numpy (full 8 KB
-bitmap containers are the string's bytes, bit-reversed), which pyroaring loads at once. The
-cost is memory: a segment takes (highest member id) / 8 bytes however few members it has.
+flips bits in place with ``BITFIELD`` (a few bytes per change, in the command and in the
+append-only file) and recounts the segments it changed with ``BITCOUNT`` (a popcount, about
+0.1 ms per 10M users) inside the same transaction, so sizes are exact. Roaring chunks would
+have to be read, changed and rewritten whole by the client on every commit. Reads stay fast:
+``bitmap`` fetches one string (1.25 MB at 10M users) and turns it into Roaring's serialized
+form with numpy (a full 8 KB container is the string's bytes, bit-reversed), which pyroaring
+loads at once. The cost is memory: a segment takes (highest member id) / 8 bytes however few
+members it has.
 
 Atomicity and exactly-once: a commit is one ``MULTI``/``EXEC`` under ``WATCH meta``. Before
 the transaction it reads ``meta``; if ``commit`` there is this commit's id, the commit was
@@ -35,7 +37,8 @@ written again. Otherwise the transaction applies everything and records the id. 
 a dropped connection goes round the same check on a new connection; if the first ``EXEC`` is
 still to run when the retry reads, ``WATCH`` aborts whichever of the two runs second. Every
 command in the transaction has its input checked beforehand, so none fails inside ``EXEC``
-(Redis would not roll the others back).
+(Redis would not roll the others back). The Lua scripts reach member keys by the prefix they
+are given; all keys hash to the tag's slot, which Redis Cluster allows.
 """
 
 from __future__ import annotations
@@ -380,9 +383,9 @@ class RedisStateStore(StateStore):
 
     def _holding(self, dense: list[int], segments: list[str]) -> dict[str, list[int]]:
         """The segments with members among ``dense``, and those members."""
+        gets = [x for d in dense for x in ("GET", "u1", d)]
         with self._pipeline(transaction=False) as reads:
             for segment_id in segments:
-                gets = [x for d in dense for x in ("GET", "u1", d)]
                 reads.execute_command("BITFIELD_RO", self._key("members", segment_id), *gets)
             bits = reads.execute()
         holding = {

@@ -175,6 +175,42 @@ def test_a_restart_keeps_every_commit_and_fails_fast_meanwhile(
     assert store.sizes() == {"s": 18}
 
 
+def test_a_server_busy_with_a_script_is_unavailable(
+    valkey_server: ValkeyService, store: RedisStateStore
+) -> None:
+    with valkey.Valkey.from_url(valkey_server.url) as admin:
+        threshold = admin.config_get("busy-reply-threshold")["busy-reply-threshold"]
+        admin.config_set("busy-reply-threshold", 20)
+        try:
+            with valkey.Valkey.from_url(valkey_server.url) as busy:
+                runner = threading.Thread(target=_spin, args=(busy,))
+                runner.start()
+                while not _busy(admin):
+                    time.sleep(0.01)
+                try:
+                    with pytest.raises(StoreUnavailable, match="BUSY"):
+                        store.sizes()
+                finally:
+                    admin.script_kill()
+                    runner.join()
+        finally:
+            admin.config_set("busy-reply-threshold", threshold)
+    assert store.sizes() == {}
+
+
+def _busy(client: valkey.Valkey) -> bool:
+    try:
+        client.ping()
+    except valkey.ResponseError as error:
+        return str(error).startswith("BUSY")
+    return False
+
+
+def _spin(client: valkey.Valkey) -> None:
+    with contextlib.suppress(valkey.ResponseError):  # killed
+        client.eval("while true do end", 0)
+
+
 def test_the_password_stays_out_of_repr_and_errors() -> None:
     with socket.create_server(("127.0.0.1", 0)) as closed:
         port = closed.getsockname()[1]
