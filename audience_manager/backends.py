@@ -38,7 +38,7 @@ def open_backends(settings: Settings, *, migrate_catalog: bool = False) -> Backe
     if migrate_catalog:
         migrate(settings.catalog)
     bus = _open_bus(settings)
-    store = EmbeddedStateStore(settings.state_dir)
+    store = _open_store(settings)
     engine = create_catalog_engine(settings.catalog)
     return Backends(bus, store, CatalogService(engine), engine)
 
@@ -55,6 +55,15 @@ def kafka_client_config(settings: Settings) -> dict[str, str]:
     if settings.bus_ssl_ca_location is not None:
         config["ssl.ca.location"] = str(settings.bus_ssl_ca_location)
     return config
+
+
+def _open_store(settings: Settings) -> StateStore:
+    """Redis or Valkey when ``state_url`` is set, else SQLite in the data directory."""
+    if settings.state_url is None:
+        return EmbeddedStateStore(settings.state_dir)
+    from audience_manager.store.redis import RedisStateStore  # only Redis deployments load it
+
+    return RedisStateStore(settings.state_url.get_secret_value(), prefix=settings.state_prefix)
 
 
 def _open_bus(settings: Settings) -> EventBus:

@@ -21,6 +21,7 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 # kafka://host:port[,host:port...] (kafka+ssl:// for TLS); hosts may be [IPv6] literals.
 _BROKER = r"(?:[\w.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
 _BUS_URL = re.compile(rf"(kafka|kafka\+ssl)://({_BROKER}(?:,{_BROKER})*)/?")
+_STATE_URL = re.compile(r"(redis|rediss|valkey|valkeys)://[^/?#]+(?:/\d*)?(?:\?.*)?")
 
 
 class ApiKey(BaseSettings):
@@ -33,7 +34,10 @@ class ApiKey(BaseSettings):
 class Settings(BaseSettings):
     """Everything a process needs to start; defaults run the embedded platform."""
 
-    model_config = SettingsConfigDict(env_prefix="AM_", env_nested_delimiter="__", frozen=True)
+    # Errors name the setting but not its value, which may be a secret (a URL's password).
+    model_config = SettingsConfigDict(
+        env_prefix="AM_", env_nested_delimiter="__", frozen=True, hide_input_in_errors=True
+    )
 
     data_dir: Path = Path(".data")
     host: str = "127.0.0.1"
@@ -57,6 +61,9 @@ class Settings(BaseSettings):
     bus_sasl_password: SecretStr | None = None
     bus_ssl_ca_location: Path | None = None
     bus_replication: int | None = Field(default=None, ge=1)  # default: the broker's
+    # The state store: Redis or Valkey when ``state_url`` is set, else SQLite in ``data_dir``.
+    state_url: SecretStr | None = None  # may hold a password
+    state_prefix: str = Field(default="am", pattern=r"^[^{}]+$")
 
     @field_validator("bus_url")
     @classmethod
@@ -69,6 +76,16 @@ class Settings(BaseSettings):
         ):
             raise ValueError(
                 "the bus URL must look like kafka://host:9092[,host2:9092] (or kafka+ssl://)"
+            )
+        return value
+
+    @field_validator("state_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and _STATE_URL.fullmatch(value.get_secret_value()) is None:
+            raise ValueError(
+                "the state URL must look like redis://[user:password@]host:6379[/db] "
+                "(or rediss://, valkey://, valkeys://)"
             )
         return value
 

@@ -7,6 +7,7 @@ enters and exits, the log positions consumed and a journal entry, all or nothing
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,7 +56,11 @@ class JournalEntry:
 
 @dataclass(slots=True)
 class StateCommit:
-    """Everything one processor batch changed, committed atomically."""
+    """Everything one processor batch changed, committed atomically.
+
+    ``id`` names this commit: a backend that cannot tell whether a commit went through (its
+    connection dropped) recognises a retry of it by its id and applies it only once.
+    """
 
     positions: dict[int, int]
     now: int
@@ -66,6 +71,7 @@ class StateCommit:
     dropped: list[str] = field(default_factory=list)
     applied: int = 0
     changes: list[ChangeRecord] = field(default_factory=list)
+    id: int = field(default_factory=lambda: secrets.randbits(63))
 
 
 class ChangeRecord(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -89,7 +95,8 @@ class StateStore(ABC):
 
     @abstractmethod
     def commit(self, commit: StateCommit) -> None:
-        """Apply ``commit`` atomically (replaced segments are set, then enters/exits)."""
+        """Apply ``commit`` atomically (replaced segments are set, then enters/exits); a
+        commit with the id of the last one applied changes nothing."""
 
     @abstractmethod
     def positions(self) -> dict[int, int]:

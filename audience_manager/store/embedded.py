@@ -220,6 +220,9 @@ class EmbeddedStateStore(StateStore):
 
     def commit(self, commit: StateCommit) -> None:
         with self._transaction() as db:
+            last = db.execute("SELECT value FROM meta WHERE key = 'commit'").fetchone()
+            if last is not None and last[0] == commit.id:
+                return
             chunks = _Chunks(db)
             erased = [p.dense for p in commit.profiles if p.doc is None]
             for row in erased:
@@ -279,6 +282,7 @@ class EmbeddedStateStore(StateStore):
                 "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
                 (commit.applied,),
             )
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('commit', ?)", [commit.id])
 
     def positions(self) -> dict[int, int]:
         return {

@@ -1,1 +1,2 @@
-"""Real servers for tests: PostgreSQL and Valkey, started here or named by the environment."""
+"""Real servers for tests: PostgreSQL, Valkey and a Kafka-protocol broker, started here or
+named by the environment."""

@@ -10,15 +10,18 @@ restart it are skipped then). Without a server the tests are skipped, unless
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import valkey
 
 __all__ = ["ValkeyService", "valkey_server"]
 
@@ -41,13 +44,32 @@ class ValkeyService:
     def restart(self, *, kill: bool = False) -> None:
         """Stop the server (``kill``: SIGKILL, no shutdown) and start it on the same data
         directory and port, as after a crash or a deploy."""
+        with self.down(kill=kill):
+            pass
+
+    @contextmanager
+    def down(self, *, kill: bool = False) -> Iterator[None]:
+        """The server stopped (``kill``: SIGKILL) for the block, then started again."""
         if self.server is None:
             pytest.skip("an external server (AM_TEST_REDIS_URL) cannot be restarted")
         if kill:
             self.server.terminate()
         else:
             self.server.stop()
-        self.server.start()
+        try:
+            yield
+        finally:
+            self.server.start()
+
+    @contextmanager
+    def prefix(self) -> Iterator[str]:
+        """A key prefix no other test uses; its keys are deleted afterwards."""
+        prefix = f"test-{secrets.token_hex(4)}"
+        yield prefix
+        with valkey.Valkey.from_url(self.url) as client:
+            keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1_000))
+            if keys:
+                client.delete(*keys)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,15 +17,40 @@ from audience_manager.store import (
     StateCommit,
     StateStore,
 )
+from audience_manager.store.redis import RedisStateStore
 
-BACKENDS = ["embedded"]
+BACKENDS = ["embedded", "redis"]
+
+
+def open_store(backend: str, location: str) -> StateStore:
+    """A backend's store at ``location``: a directory, or a server URL and key prefix."""
+    if backend == "embedded":
+        return EmbeddedStateStore(Path(location))
+    url, prefix = location.rsplit("#", 1)
+    return RedisStateStore(url, prefix=prefix)
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    backend: StateStore = EmbeddedStateStore(tmp_path / "state")
-    yield backend
-    backend.close()
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where a fresh store of the backend lives (a Redis one under a prefix of its own)."""
+    if request.param == "embedded":
+        yield str(tmp_path / "state")
+        return
+    server = request.getfixturevalue("valkey_server")
+    with server.prefix() as prefix:
+        yield f"{server.url}#{prefix}"
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest, location: str) -> str:
+    return str(request.node.callspec.params["location"])
+
+
+@pytest.fixture
+def store(backend: str, location: str) -> Iterator[StateStore]:
+    opened = open_store(backend, location)
+    yield opened
+    opened.close()
 
 
 def doc(user_id: str, **extra: object) -> bytes:
@@ -92,10 +118,14 @@ def test_replaced_and_dropped_segments(store: StateStore) -> None:
 
 def test_erasing_a_user_removes_profile_and_memberships(store: StateStore) -> None:
     store.commit(StateCommit({0: 1}, 1, profiles((0, "a"), (1, "b")), enters={"s": [0, 1]}))
-    store.commit(StateCommit({0: 2}, 2, [ProfileWrite(0, "a", None)], exits={"s": [0]}))
+    # The erasure and a new user in one commit, their ids in the same byte of a bitmap.
+    erase = [ProfileWrite(0, "a", None), *profiles((2, "c"))]
+    store.commit(StateCommit({0: 2}, 2, erase, exits={"s": [0]}, enters={"s": [2]}))
     assert store.profile("a") is None
-    assert store.members("s", None, 10) == (["b"], None)
-    assert store.sizes() == {"s": 1}
+    assert store.members("s", None, 10) == (["b", "c"], None)
+    assert store.sizes() == {"s": 2}
+    assert sorted(store.users()) == [1, 2]
+    assert store.user_segments("a") == []
 
 
 def test_members_far_apart_page_in_order_and_are_erased_alone(store: StateStore) -> None:
@@ -136,6 +166,36 @@ def test_the_change_log_numbers_lines_across_commits(store: StateStore) -> None:
     assert store.changes_since(7) == []
 
 
+def test_the_change_log_reads_across_many_commits(store: StateStore) -> None:
+    lines = [ChangeRecord("s", f"u{i}", i, "enter", i) for i in range(40)]
+    for i in range(20):
+        store.commit(StateCommit({0: i + 1}, i, changes=lines[2 * i : 2 * i + 2]))
+    assert store.changes_since(0) == list(enumerate(lines, start=1))
+    assert store.changes_since(5, limit=30) == list(enumerate(lines, start=1))[5:35]
+
+
+def test_users_above_a_dense_id(store: StateStore) -> None:
+    dense = [3, 65_535, 65_536, 200_000, 4_000_000]
+    store.commit(StateCommit({0: 1}, 1, profiles(*((d, f"u{d}") for d in dense))))
+    assert sorted(store.users()) == dense
+    assert sorted(store.users(after=65_535)) == [65_536, 200_000, 4_000_000]
+    assert sorted(store.users(after=4_000_000)) == []
+    store.commit(StateCommit({0: 2}, 2, [ProfileWrite(65_536, "u65536", None)]))
+    assert sorted(store.users(after=3)) == [65_535, 200_000, 4_000_000]
+
+
+def test_requests_wait_in_order_for_their_answers(store: StateStore) -> None:
+    first = store.submit("count", b"one")
+    time.sleep(0.002)  # the embedded store orders by the millisecond of submission
+    second = store.submit("backfill", b"two")
+    assert store.pending() == [(first, "count", b"one"), (second, "backfill", b"two")]
+    assert store.pending(limit=1) == [(first, "count", b"one")]
+    assert store.response(first) is None
+    store.respond(first, b"answer")
+    assert store.response(first) == b"answer"
+    assert store.pending() == [(second, "backfill", b"two")]
+
+
 def test_journal_records_batches_until_a_snapshot_covers_them(store: StateStore) -> None:
     for offset in (3, 6, 9):
         store.commit(StateCommit({0: offset, 1: offset // 3}, 1000 + offset))
@@ -144,20 +204,40 @@ def test_journal_records_batches_until_a_snapshot_covers_them(store: StateStore)
     assert [(e.positions, e.now) for e in store.journal()] == [({0: 9, 1: 3}, 1009)]
 
 
-def _move_users(path: str, rounds: int) -> None:
-    writer = EmbeddedStateStore(Path(path))
+def test_a_commit_applied_again_changes_nothing(store: StateStore) -> None:
+    first = StateCommit(
+        {0: 1},
+        1,
+        profiles((0, "a")),
+        enters={"s": [0]},
+        applied=1,
+        changes=[ChangeRecord("s", "a", 0, "enter", 1)],
+    )
+    store.commit(first)
+    store.commit(first)  # a retry, as after a connection lost before the answer
+    store.commit(StateCommit({0: 2}, 2, exits={"s": [0]}, applied=1))
+    assert store.applied() == 2
+    assert store.last_change() == 1
+    assert len(store.journal()) == 2
+    assert store.sizes() == {"s": 0}
+
+
+def _move_users(backend: str, location: str, rounds: int) -> None:
+    writer = open_store(backend, location)
     for i in range(rounds):
         a, b = ("left", "right") if i % 2 == 0 else ("right", "left")
         writer.commit(StateCommit({0: i + 2}, i, enters={b: range(100)}, exits={a: range(100)}))
     writer.close()
 
 
-def test_readers_in_other_processes_see_whole_commits_only(tmp_path: Path) -> None:
-    path = tmp_path / "state"
-    store = EmbeddedStateStore(path)
+def test_readers_in_other_processes_see_whole_commits_only(
+    store: StateStore, backend: str, location: str
+) -> None:
     users = [(i, f"u{i}") for i in range(100)]
     store.commit(StateCommit({0: 1}, 0, profiles(*users), enters={"left": range(100)}))
-    writer = multiprocessing.get_context("spawn").Process(target=_move_users, args=(str(path), 200))
+    writer = multiprocessing.get_context("spawn").Process(
+        target=_move_users, args=(backend, location, 200)
+    )
     writer.start()
     checks = 0
     while writer.is_alive() or checks == 0:
@@ -167,7 +247,6 @@ def test_readers_in_other_processes_see_whole_commits_only(tmp_path: Path) -> No
     writer.join()
     assert writer.exitcode == 0
     assert store.positions() == {0: 201}
-    store.close()
 
 
 def test_markers_are_kept_by_name(store: StateStore) -> None:

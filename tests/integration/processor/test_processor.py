@@ -1,4 +1,4 @@
-"""The processor over the embedded log, state store and catalog, in one process."""
+"""The processor over the embedded log and catalog and each state store, in one process."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from services.valkey import ValkeyService
 from sqlalchemy import Engine, event
 
 from audience_manager.bus.embedded import EmbeddedEventBus
@@ -25,7 +26,8 @@ from audience_manager.processor.codec import WireEvent, encode_erase, encode_eve
 from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.relay import CHANGES
 from audience_manager.processor.runtime import DEAD_LETTER, EVENTS, Processor, ProcessorConfig
-from audience_manager.store import EmbeddedStateStore
+from audience_manager.store import EmbeddedStateStore, StateStore
+from audience_manager.store.redis import RedisStateStore
 
 T0 = 1_767_225_600_000
 HIGH_VALUE = {"conditions": [{"field": "totalSpent", "operator": "gt", "value": 1000}]}
@@ -35,7 +37,7 @@ HIGH_VALUE = {"conditions": [{"field": "totalSpent", "operator": "gt", "value": 
 class Platform:
     directory: Path
     bus: EmbeddedEventBus
-    store: EmbeddedStateStore
+    store: StateStore
     catalog_engine: Engine
     catalog: CatalogService
     watcher: CatalogWatcher
@@ -52,19 +54,31 @@ class Platform:
         self.bus.publish(EVENTS, [(e.user_id, encode_event(e)) for e in events])
 
 
+@pytest.fixture(params=["embedded", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    if request.param == "embedded":
+        embedded = EmbeddedStateStore(tmp_path / "state")
+        yield embedded
+        embedded.close()
+        return
+    server: ValkeyService = request.getfixturevalue("valkey_server")
+    with server.prefix() as prefix:
+        redis = RedisStateStore(server.url, prefix=prefix)
+        yield redis
+        redis.close()
+
+
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
+def platform(tmp_path: Path, store: StateStore) -> Iterator[Platform]:
     url = sqlite_url(str(tmp_path / "catalog.db"))
     migrate(url)
     bus = EmbeddedEventBus(tmp_path / "log", partitions=4)
-    store = EmbeddedStateStore(tmp_path / "state")
     engine = create_catalog_engine(url)
     watcher = CatalogWatcher(url, poll_every=0.0)  # every step reads the catalog
     yield Platform(tmp_path, bus, store, engine, CatalogService(engine), watcher, ManualClock(T0))
     watcher.close()
     engine.dispose()
     bus.close()
-    store.close()
 
 
 def purchase(user: str, amount: float, message_id: str | None = None) -> WireEvent:
