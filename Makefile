@@ -1,8 +1,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Quix Streams pins older confluent-kafka and pydantic than the project: a venv of its own.
+QUIX_VENV ?= .venv-quix
+QUIX_STAMP := $(QUIX_VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench bench-quix clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,5 +33,13 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(PY) bench/engine.py
 
+$(QUIX_STAMP): bench/requirements-quix.txt
+	python3 -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install --quiet -r bench/requirements-quix.txt
+	touch $(QUIX_STAMP)
+
+bench-quix: $(STAMP) $(QUIX_STAMP)
+	$(PY) bench/kafka_processor.py --quix-python $(QUIX_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(QUIX_VENV) .mypy_cache .pytest_cache .ruff_cache

