@@ -128,6 +128,19 @@ def test_erasing_a_user_removes_profile_and_memberships(store: StateStore) -> No
     assert store.user_segments("a") == []
 
 
+def test_erasing_many_users_at_once(store: StateStore) -> None:
+    users = [(d, f"u{d}") for d in range(0, 3_000, 3)]
+    dense = [d for d, _ in users]
+    store.commit(StateCommit({0: 1}, 1, profiles(*users), enters={"s": dense, "t": dense[::2]}))
+    gone = dense[1::2] + dense[:100:2]
+    store.commit(StateCommit({0: 2}, 2, [ProfileWrite(d, f"u{d}", None) for d in gone]))
+    left = sorted(set(dense) - set(gone))
+    assert sorted(store.bitmap("s")) == left
+    assert sorted(store.bitmap("t")) == dense[100::2]
+    assert store.sizes() == {"s": len(left), "t": len(dense[100::2])}
+    assert sorted(store.users()) == left
+
+
 def test_members_far_apart_page_in_order_and_are_erased_alone(store: StateStore) -> None:
     # Dense ids on both sides of 2**16 and far above it.
     users = [(d, f"u{d}") for d in (3, 65_535, 65_536, 65_537, 400_000, 4_000_000)]
