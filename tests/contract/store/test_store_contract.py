@@ -31,19 +31,19 @@ def open_store(backend: str, location: str) -> StateStore:
 
 
 @pytest.fixture(params=BACKENDS)
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def location(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[str]:
     """Where a fresh store of the backend lives (a Redis one under a prefix of its own)."""
-    if request.param == "embedded":
+    if backend == "embedded":
         yield str(tmp_path / "state")
         return
     server = request.getfixturevalue("valkey_server")
     with server.prefix() as prefix:
         yield f"{server.url}#{prefix}"
-
-
-@pytest.fixture
-def backend(request: pytest.FixtureRequest, location: str) -> str:
-    return str(request.node.callspec.params["location"])
 
 
 @pytest.fixture
