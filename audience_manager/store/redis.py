@@ -75,6 +75,7 @@ __all__ = ["RedisStateStore"]
 _TRANSIENT = ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
 _ATTEMPTS = 5  # commit transactions tried before giving up (WATCH conflicts, lost replies)
 _BITFIELD_OPS = 256
+_HSET_ARGS = 2_000  # the server parses and runs a few commands of this size faster than one
 _NAME_BITS = 7
 _NAME_MASK = (1 << _NAME_BITS) - 1
 _CONTAINER = 1 << 13  # bytes of one Roaring container (2**16 ids)
@@ -207,11 +208,8 @@ def _new_users(writes: _Writes, stored: bytes) -> tuple[list[tuple[int, bytes]],
     np.bitwise_and.at(bits, gone >> 3, ~(0x80 >> (gone & 7)).astype(np.uint8))
     np.bitwise_or.at(bits, offsets[new] >> 3, masks[new])
     first, last = int(offsets[new].min()) >> 3, int(offsets[new].max()) >> 3
-    users = sorted(
-        (p.dense, p.user_id.encode())
-        for p, n in zip(writes.written, new.tolist(), strict=True)
-        if n
-    )
+    chosen = np.flatnonzero(new)[np.argsort(dense[new], kind="stable")].tolist()
+    users = [(writes.written[i].dense, writes.written[i].user_id.encode()) for i in chosen]
     return users, low + first, bits[first : last + 1].tobytes()
 
 
@@ -232,7 +230,9 @@ class _Writes:
         written = [p for p in commit.profiles if p.doc is not None]
         erased = [p for p in commit.profiles if p.doc is None]
         # Bytes, not str: the client packs bytes arguments three times faster.
-        profiles = [x for p in written for x in (p.user_id.encode(), b"%d:%s" % (p.dense, p.doc))]
+        profiles = [b""] * (2 * len(written))
+        profiles[::2] = [p.user_id.encode() for p in written]
+        profiles[1::2] = [b"%d:" % p.dense + cast(bytes, p.doc) for p in written]
         replaced = {s: _bitmap_of(_checked(ids)) for s, ids in commit.replaced.items()}
         flips = [
             (segment_id, _bitfields(checked, value))
@@ -372,8 +372,10 @@ class RedisStateStore(StateStore):
                 pipe.execute_command("BITFIELD", members + segment_id, *args)
         if recount := sorted(touched.difference(commit.dropped)):
             pipe.execute_command("EVAL", _RECOUNT, 1, sizes, members, *recount)
-        if writes.profiles:
-            pipe.execute_command("HSET", self._key("profiles"), *writes.profiles)
+        for i in range(0, len(writes.profiles), _HSET_ARGS):
+            pipe.execute_command(
+                "HSET", self._key("profiles"), *writes.profiles[i : i + _HSET_ARGS]
+            )
         for bucket, group in itertools.groupby(new, key=lambda n: n[0] >> _NAME_BITS):
             names = [x for d, user_id in group for x in (b"%d" % (d & _NAME_MASK), user_id)]
             pipe.execute_command("HSET", self._key("names", str(bucket)), *names)
