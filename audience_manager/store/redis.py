@@ -74,6 +74,8 @@ __all__ = ["RedisStateStore"]
 #: the client library raises ``ConnectionError`` for ``LOADING`` (a restart) itself.
 _TRANSIENT = ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
 _ATTEMPTS = 5  # commit transactions tried before giving up (WATCH conflicts, lost replies)
+_BITFIELD_OPS = 256
+_HSET_ARGS = 2_000  # the server parses and runs a few commands of this size faster than one
 _NAME_BITS = 7
 _NAME_MASK = (1 << _NAME_BITS) - 1
 _CONTAINER = 1 << 13  # bytes of one Roaring container (2**16 ids)
@@ -163,10 +165,16 @@ def _checked(ids: Iterable[int]) -> list[int]:
     return ids
 
 
-def _bits(ids: Iterable[int], value: int) -> list[bytes]:
-    """``BITFIELD`` arguments setting the bits of ``ids`` to ``value``."""
-    bit = b"%d" % value
-    return [x for d in ids for x in (b"SET", b"u1", b"%d" % d, bit)]
+def _bitfields(ids: Iterable[int], value: bytes | None) -> list[list[bytes]]:
+    """``BITFIELD`` arguments setting the bit of every id to ``value`` (getting it for None),
+    a few hundred operations a call: the server grows its list of operations one at a time,
+    so longer calls cost more per operation."""
+    ops = [
+        (b"GET", b"u1", b"%d" % d) if value is None else (b"SET", b"u1", b"%d" % d, value)
+        for d in ids
+    ]
+    step = _BITFIELD_OPS
+    return [[x for op in ops[i : i + step] for x in op] for i in range(0, len(ops), step)]
 
 
 def _bitmap_of(ids: Sequence[int]) -> tuple[bytes, int]:
@@ -200,11 +208,8 @@ def _new_users(writes: _Writes, stored: bytes) -> tuple[list[tuple[int, bytes]],
     np.bitwise_and.at(bits, gone >> 3, ~(0x80 >> (gone & 7)).astype(np.uint8))
     np.bitwise_or.at(bits, offsets[new] >> 3, masks[new])
     first, last = int(offsets[new].min()) >> 3, int(offsets[new].max()) >> 3
-    users = sorted(
-        (p.dense, p.user_id.encode())
-        for p, n in zip(writes.written, new.tolist(), strict=True)
-        if n
-    )
+    chosen = np.flatnonzero(new)[np.argsort(dense[new], kind="stable")].tolist()
+    users = [(writes.written[i].dense, writes.written[i].user_id.encode()) for i in chosen]
     return users, low + first, bits[first : last + 1].tobytes()
 
 
@@ -217,7 +222,7 @@ class _Writes:
     erased: list[ProfileWrite]
     profiles: list[bytes]  # HSET arguments: user id, dense id and doc
     replaced: dict[str, tuple[bytes, int]]  # segment → its members' bitmap and count
-    flips: list[tuple[str, list[bytes]]]  # segment → BITFIELD arguments, enters then exits
+    flips: list[tuple[str, list[list[bytes]]]]  # segment → BITFIELD calls, enters then exits
 
     @classmethod
     def of(cls, commit: StateCommit) -> _Writes:
@@ -225,11 +230,13 @@ class _Writes:
         written = [p for p in commit.profiles if p.doc is not None]
         erased = [p for p in commit.profiles if p.doc is None]
         # Bytes, not str: the client packs bytes arguments three times faster.
-        profiles = [x for p in written for x in (p.user_id.encode(), b"%d:%s" % (p.dense, p.doc))]
+        profiles = [b""] * (2 * len(written))
+        profiles[::2] = [p.user_id.encode() for p in written]
+        profiles[1::2] = [b"%d:" % p.dense + cast(bytes, p.doc) for p in written]
         replaced = {s: _bitmap_of(_checked(ids)) for s, ids in commit.replaced.items()}
         flips = [
-            (segment_id, _bits(checked, value))
-            for value, changes in ((1, commit.enters), (0, commit.exits))
+            (segment_id, _bitfields(checked, value))
+            for value, changes in ((b"1", commit.enters), (b"0", commit.exits))
             for segment_id, ids in changes.items()
             if (checked := _checked(ids))
         ]
@@ -348,9 +355,11 @@ class RedisStateStore(StateStore):
             pipe.execute_command("HDEL", self._key("profiles"), *profiles)
             for d in erased:
                 pipe.execute_command("HDEL", self._name_key(d), d & _NAME_MASK)
-            pipe.execute_command("BITFIELD", users, *_bits(erased, 0))
+            for args in _bitfields(erased, b"0"):
+                pipe.execute_command("BITFIELD", users, *args)
             for segment_id, ids in leaving.items():
-                pipe.execute_command("BITFIELD", members + segment_id, *_bits(ids, 0))
+                for args in _bitfields(ids, b"0"):
+                    pipe.execute_command("BITFIELD", members + segment_id, *args)
             touched.update(leaving)
         for segment_id in commit.dropped:
             pipe.execute_command("DEL", members + segment_id)
@@ -358,12 +367,15 @@ class RedisStateStore(StateStore):
         for segment_id, (bitmap, count) in writes.replaced.items():
             pipe.execute_command("SET", members + segment_id, bitmap)
             pipe.execute_command("HSET", sizes, segment_id, count)
-        for segment_id, flips in writes.flips:
-            pipe.execute_command("BITFIELD", members + segment_id, *flips)
+        for segment_id, calls in writes.flips:
+            for args in calls:
+                pipe.execute_command("BITFIELD", members + segment_id, *args)
         if recount := sorted(touched.difference(commit.dropped)):
             pipe.execute_command("EVAL", _RECOUNT, 1, sizes, members, *recount)
-        if writes.profiles:
-            pipe.execute_command("HSET", self._key("profiles"), *writes.profiles)
+        for i in range(0, len(writes.profiles), _HSET_ARGS):
+            pipe.execute_command(
+                "HSET", self._key("profiles"), *writes.profiles[i : i + _HSET_ARGS]
+            )
         for bucket, group in itertools.groupby(new, key=lambda n: n[0] >> _NAME_BITS):
             names = [x for d, user_id in group for x in (b"%d" % (d & _NAME_MASK), user_id)]
             pipe.execute_command("HSET", self._key("names", str(bucket)), *names)
@@ -383,14 +395,17 @@ class RedisStateStore(StateStore):
 
     def _holding(self, dense: list[int], segments: list[str]) -> dict[str, list[int]]:
         """The segments with members among ``dense``, and those members."""
-        gets = [x for d in dense for x in ("GET", "u1", d)]
+        calls = _bitfields(dense, None)
         with self._pipeline(transaction=False) as reads:
             for segment_id in segments:
-                reads.execute_command("BITFIELD_RO", self._key("members", segment_id), *gets)
-            bits = reads.execute()
+                for args in calls:
+                    reads.execute_command("BITFIELD_RO", self._key("members", segment_id), *args)
+            replies = iter(reads.execute())
         holding = {
-            segment_id: [d for d, bit in zip(dense, found, strict=True) if bit]
-            for segment_id, found in zip(segments, bits, strict=True)
+            segment_id: list(
+                itertools.compress(dense, itertools.chain(*(next(replies) for _ in calls)))
+            )
+            for segment_id in segments
         }
         return {segment_id: ids for segment_id, ids in holding.items() if ids}
 

@@ -31,19 +31,19 @@ def open_store(backend: str, location: str) -> StateStore:
 
 
 @pytest.fixture(params=BACKENDS)
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def location(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[str]:
     """Where a fresh store of the backend lives (a Redis one under a prefix of its own)."""
-    if request.param == "embedded":
+    if backend == "embedded":
         yield str(tmp_path / "state")
         return
     server = request.getfixturevalue("valkey_server")
     with server.prefix() as prefix:
         yield f"{server.url}#{prefix}"
-
-
-@pytest.fixture
-def backend(request: pytest.FixtureRequest, location: str) -> str:
-    return str(request.node.callspec.params["location"])
 
 
 @pytest.fixture
@@ -126,6 +126,19 @@ def test_erasing_a_user_removes_profile_and_memberships(store: StateStore) -> No
     assert store.sizes() == {"s": 2}
     assert sorted(store.users()) == [1, 2]
     assert store.user_segments("a") == []
+
+
+def test_erasing_many_users_at_once(store: StateStore) -> None:
+    users = [(d, f"u{d}") for d in range(0, 3_000, 3)]
+    dense = [d for d, _ in users]
+    store.commit(StateCommit({0: 1}, 1, profiles(*users), enters={"s": dense, "t": dense[::2]}))
+    gone = dense[1::2] + dense[:100:2]
+    store.commit(StateCommit({0: 2}, 2, [ProfileWrite(d, f"u{d}", None) for d in gone]))
+    left = sorted(set(dense) - set(gone))
+    assert sorted(store.bitmap("s")) == left
+    assert sorted(store.bitmap("t")) == dense[100::2]
+    assert store.sizes() == {"s": len(left), "t": len(dense[100::2])}
+    assert sorted(store.users()) == left
 
 
 def test_members_far_apart_page_in_order_and_are_erased_alone(store: StateStore) -> None:
