@@ -511,6 +511,8 @@ class KafkaConsumer(Consumer):
         records: list[Record] = []
         for index, partition in enumerate(ready):
             share = -(-(max_records - len(records)) // (len(ready) - index))
+            if share == 0:
+                break  # the budget is spent; the next poll starts further along
             buffer = self._buffers[partition]
             taken = buffer[:share]
             del buffer[:share]
