@@ -28,6 +28,7 @@ from audience_manager.bus.base import (
     OffsetOutOfRange,
     Record,
     check_name,
+    check_seek,
 )
 
 __all__ = ["EmbeddedConsumer", "beginning_offset", "read_topic_ends"]
@@ -116,11 +117,7 @@ class EmbeddedConsumer(Consumer):
     def seek(self, positions: Mapping[int, int]) -> None:
         """Set the next offset to read of assigned partitions."""
         self._check_open()
-        for partition, position in positions.items():
-            if partition not in self._cursors:
-                raise BusError(f"partition {partition} of {self._topic} is not assigned")
-            if position < 0:
-                raise ValueError(f"negative position {position}")
+        check_seek(self._topic, positions, self._cursors)
         for partition, position in positions.items():
             self._cursors[partition].move(position)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -36,6 +36,7 @@ __all__ = [
     "OffsetOutOfRange",
     "Record",
     "check_name",
+    "check_seek",
     "encode_records",
 ]
 
@@ -88,6 +89,15 @@ def encode_records(records: Sequence[tuple[str, bytes]]) -> tuple[list[bytes], l
     if any(not issubclass(kind, bytes) for kind in set(map(type, values))):
         raise TypeError("record values must be bytes")
     return keys, values
+
+
+def check_seek(topic: str, positions: Mapping[int, int], assigned: Collection[int]) -> None:
+    """Refuse a seek to a partition not assigned or to a negative position."""
+    for partition, position in positions.items():
+        if partition not in assigned:
+            raise BusError(f"partition {partition} of {topic} is not assigned")
+        if position < 0:
+            raise ValueError(f"negative position {position}")
 
 
 class Consumer(ABC):

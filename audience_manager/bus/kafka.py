@@ -56,6 +56,7 @@ from audience_manager.bus.base import (
     OffsetOutOfRange,
     Record,
     check_name,
+    check_seek,
     encode_records,
 )
 from audience_manager.bus.partitioning import partitions_for_keys
@@ -349,11 +350,7 @@ class KafkaConsumer(Consumer):
     def seek(self, positions: Mapping[int, int]) -> None:
         """Set the next offset to read of assigned partitions."""
         self._check_open()
-        for partition, position in positions.items():
-            if partition not in self._positions:
-                raise BusError(f"partition {partition} of {self._topic} is not assigned")
-            if position < 0:
-                raise ValueError(f"negative position {position}")
+        check_seek(self._topic, positions, self._positions)
         for partition, position in positions.items():
             self._run(self._consumer.seek, TopicPartition(self._topic, partition, position))
             self._positions[partition] = position

@@ -23,6 +23,7 @@ __all__ = [
     "StateStore",
     "StoreError",
     "StoreUnavailable",
+    "numbered_lines",
 ]
 
 
@@ -86,6 +87,16 @@ class ChangeRecord(msgspec.Struct, frozen=True, gc=False, array_like=True):
     dense: int
     change: str
     at: int
+
+
+def numbered_lines(
+    first: int, block: list[ChangeRecord], after: int, room: int
+) -> list[tuple[int, ChangeRecord]]:
+    """The lines of a change-log block whose first line is number ``first`` that come after
+    line ``after``, with their numbers, at most ``room`` of them."""
+    skip = max(0, after + 1 - first)
+    taken = block[skip : skip + room]
+    return list(zip(range(first + skip, first + skip + len(taken)), taken, strict=True))
 
 
 class StateStore(ABC):

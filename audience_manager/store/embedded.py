@@ -8,7 +8,6 @@ together with their positions, and are rebuilt by replaying the event log.
 
 from __future__ import annotations
 
-import itertools
 import json
 import secrets
 import sqlite3
@@ -29,6 +28,7 @@ from audience_manager.store.base import (
     StateCommit,
     StateStore,
     StoreUnavailable,
+    numbered_lines,
 )
 
 __all__ = ["EmbeddedStateStore"]
@@ -372,9 +372,7 @@ class EmbeddedStateStore(StateStore):
             )
             for first, blob in rows:
                 block = _lines_decoder.decode(blob)
-                skip = max(0, sequence + 1 - first)
-                numbered = zip(range(first + skip, first + len(block)), block[skip:], strict=True)
-                lines.extend(itertools.islice(numbered, limit - len(lines)))
+                lines += numbered_lines(first, block, sequence, limit - len(lines))
                 sequence = lines[-1][0] if lines else sequence
                 if len(lines) >= limit:
                     break

