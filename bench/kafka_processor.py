@@ -68,7 +68,6 @@ from audience_manager.catalog import CatalogService, create_catalog_engine, migr
 from audience_manager.catalog.schemas import SegmentCreate
 from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.processor.codec import WireEvent, encode_event
-from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.runtime import EVENTS, Processor, ProcessorConfig
 from audience_manager.processor.service import tune_gc
 from audience_manager.store import EmbeddedStateStore
@@ -191,7 +190,7 @@ def run_ours(bus: KafkaEventBus, args: argparse.Namespace, root: Path) -> dict[s
         snapshots=root / "snapshots",
     )
     watcher = CatalogWatcher(catalog_url)
-    processor = Processor(bus, store, DefinitionSync(catalog), config, watcher)
+    processor = Processor(bus, store, catalog, config, watcher)
     processor.recover()
     tune_gc()
 

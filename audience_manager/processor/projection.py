@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from audience_manager.engine import Engine, MembershipChange
 from audience_manager.engine.documents import encode_profile, profile_records
 from audience_manager.membership import IdSpace
 from audience_manager.store import ChangeRecord, ProfileWrite, StateCommit
 
-__all__ = ["build_commit"]
+__all__ = ["build_commit", "merge_commits"]
 
 WHOLE_LOG = IdSpace()  # one engine for every partition
 
@@ -66,3 +66,23 @@ def build_commit(
         applied=applied,
         changes=log,
     )
+
+
+def merge_commits(commits: Sequence[StateCommit]) -> StateCommit:
+    """One commit for the batches of several tasks (over different partitions and users)
+    at the same engine time."""
+    if len(commits) == 1:
+        return commits[0]
+    merged = StateCommit(positions={}, now=max(c.now for c in commits))
+    for commit in commits:
+        if commit.replaced or commit.dropped:
+            raise ValueError("replacements and drops are committed on their own")
+        merged.positions.update(commit.positions)
+        merged.profiles.extend(commit.profiles)
+        for mine, theirs in ((merged.enters, commit.enters), (merged.exits, commit.exits)):
+            for segment_id, dense in theirs.items():
+                mine.setdefault(segment_id, []).extend(dense)
+        merged.applied += commit.applied
+        merged.changes.extend(commit.changes)
+    merged.profiles.sort(key=lambda p: p.dense)
+    return merged

@@ -11,10 +11,9 @@ from audience_manager.backends import open_backends
 from audience_manager.catalog.errors import CatalogUnavailable
 from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.config import Settings
-from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.relay import CHANGES
 from audience_manager.processor.runtime import Processor, ProcessorConfig
-from audience_manager.store import StoreUnavailable
+from audience_manager.store import Fenced, StoreUnavailable
 
 __all__ = ["run_processor", "tune_gc"]
 
@@ -38,25 +37,24 @@ def run_processor(settings: Settings, stop: threading.Event | None = None) -> No
     backends = open_backends(settings, migrate_catalog=True)
     watcher = CatalogWatcher(settings.catalog)
     try:
-        sync = DefinitionSync(backends.catalog)
         config = ProcessorConfig(
             max_batch=settings.max_batch,
             snapshot_every=settings.snapshot_seconds,
             snapshots=settings.snapshot_dir,
             changes_topic=CHANGES if settings.changes_topic_on else None,
         )
-        processor = Processor(backends.bus, backends.store, sync, config, watcher)
-        sync.history = processor.history
+        processor = Processor(backends.bus, backends.store, backends.catalog, config, watcher)
         delay = 0.5
         while not stop.is_set():
             try:
                 processor.run(stop)
-            except (StoreUnavailable, CatalogUnavailable) as exc:
+            except (StoreUnavailable, CatalogUnavailable, Fenced) as exc:
                 log.warning("backend unavailable, retrying in %.1f s: %s", delay, exc)
                 stop.wait(delay)
                 delay = min(delay * 2, 30.0)
-                processor = Processor(backends.bus, backends.store, sync, config, watcher)
-                sync.history = processor.history
+                processor = Processor(
+                    backends.bus, backends.store, backends.catalog, config, watcher
+                )
         log.info("processor stopped at positions %s", processor.positions)
     finally:
         watcher.close()
