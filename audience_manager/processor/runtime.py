@@ -45,6 +45,8 @@ __all__ = ["EVENTS", "Processor", "ProcessorConfig"]
 
 EVENTS = "events"
 DEAD_LETTER = "dead-letter"
+#: How long a replay waits for records the journal says the log has (seconds).
+REPLAY_PATIENCE = 30.0
 log = logging.getLogger(__name__)
 
 
@@ -165,10 +167,14 @@ class Processor:
         """
         batch: list[Record] = []
         reached = dict(task.positions)
+        patience = time.monotonic() + REPLAY_PATIENCE
         while any(reached.get(p, 0) < o for p, o in target.items()):
             records = reader.poll(self.config.max_batch, self.config.poll_timeout)
             if not records:
-                raise RuntimeError(f"the log ends before committed positions {target}")
+                if time.monotonic() > patience:  # a broker's first fetch may take a while
+                    raise RuntimeError(f"the log ends before committed positions {target}")
+                continue
+            patience = time.monotonic() + REPLAY_PATIENCE
             beyond: dict[int, int] = {}
             for record in records:
                 if record.offset < target.get(record.partition, 0):
