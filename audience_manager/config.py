@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = Field(default_factory=list)
     max_batch: int = Field(default=20_000, ge=1)
     snapshot_seconds: float = Field(default=60.0, gt=0)
+    #: Where processors keep engine snapshots (default: in the data directory). Processors
+    #: that share the partitions of a Kafka log must all see one directory (a shared volume):
+    #: a processor gaining a partition starts from the snapshot its last holder wrote.
+    snapshots: Path | None = None
     #: Publish membership changes to the ``membership-changes`` topic (default: with Kafka).
     publish_changes: bool | None = None
     log_level: str = "INFO"
@@ -134,7 +138,7 @@ class Settings(BaseSettings):
 
     @property
     def snapshot_dir(self) -> Path:
-        return self.data_dir / "state" / "snapshots"
+        return self.snapshots or self.data_dir / "state" / "snapshots"
 
     @property
     def changes_topic_on(self) -> bool:
