@@ -42,11 +42,13 @@ FREQUENT = {
 
 @dataclass
 class Cluster:
-    """Processes of one platform sharing a data directory, a broker and a Valkey prefix."""
+    """Processes of one platform sharing a data directory, a broker and a Valkey prefix:
+    two processors, two management replicas, one ingestion."""
 
     directory: Path
     env: dict[str, str]
     management: str = field(default_factory=lambda: f"http://127.0.0.1:{free_port()}")
+    replica: str = field(default_factory=lambda: f"http://127.0.0.1:{free_port()}")
     ingestion: str = field(default_factory=lambda: f"http://127.0.0.1:{free_port()}")
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -78,13 +80,12 @@ class Cluster:
             check=True,
             capture_output=True,
         )
-        self.command(
-            "management", "management", "--management-port", self.management.rsplit(":", 1)[1]
-        )
+        for name, base in (("management", self.management), ("replica", self.replica)):
+            self.command(name, "management", "--management-port", base.rsplit(":", 1)[1])
         self.command("ingestion", "ingestion", "--ingestion-port", self.ingestion.rsplit(":", 1)[1])
         self.command("processor-a", "processor")
         self.command("processor-b", "processor")
-        for base in (self.management, self.ingestion):
+        for base in (self.management, self.replica, self.ingestion):
             wait_for(lambda b=base: _ready(b), 60, f"{base} ready")  # type: ignore[misc]
 
     def kill(self, name: str) -> None:
@@ -230,11 +231,13 @@ def test_a_processor_killed_hands_its_partitions_to_the_other(
             for e in logged
         ]
     )
+    replica = httpx.Client(base_url=platform.replica, timeout=30)
     for segment_id in ids.values():
-        members = api.get(f"/api/segments/{segment_id}/members", params={"limit": 10_000})
-        assert set(members.json()["members"]) == engine.members(segment_id)
-        count = api.post("/api/audiences/count", json={"expression": segment_id}).json()
-        assert count["count"] == len(engine.members(segment_id))
+        for client in (api, replica):  # every replica reads the same state
+            members = client.get(f"/api/segments/{segment_id}/members", params={"limit": 10_000})
+            assert set(members.json()["members"]) == engine.members(segment_id)
+            count = client.post("/api/audiences/count", json={"expression": segment_id}).json()
+            assert count["count"] == len(engine.members(segment_id))
     users = sorted({e["userId"] for e in logged})
     for user in random.Random(7).sample(users, 25):
         profile = api.get(f"/api/users/{user}").json()
