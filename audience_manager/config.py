@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     bus_sasl_password: SecretStr | None = None
     bus_ssl_ca_location: Path | None = None
     bus_replication: int | None = Field(default=None, ge=1)  # default: the broker's
+    #: Seconds a processor may stay silent before its group hands its partitions to the
+    #: others (Kafka's ``session.timeout.ms``; brokers accept 6 to 1800 by default).
+    bus_session_timeout: float = Field(default=10.0, ge=1.0)
     # The state store: Redis or Valkey when ``state_url`` is set, else SQLite in ``data_dir``.
     state_url: SecretStr | None = None  # may hold a password
     state_prefix: str = Field(default="am", pattern=r"^[^{}]+$")

@@ -125,6 +125,7 @@ def cluster(tmp_path: Path, valkey_server: ValkeyService) -> Iterator[tuple[Clus
             "AM_STATE_PREFIX": prefix,
             "AM_PARTITIONS": str(PARTITIONS),
             "AM_SNAPSHOT_SECONDS": "1",
+            "AM_BUS_SESSION_TIMEOUT": "6",
         }
         platform = Cluster(tmp_path / "data", env)
         platform.directory.mkdir()
