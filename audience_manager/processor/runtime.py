@@ -220,6 +220,10 @@ class Processor:
                 self.step()
             self.snapshot()
         finally:
+            # Snapshotted, or (after a failure) holding engines that may be ahead of the
+            # store: either way nothing more is saved of them when the group takes the
+            # partitions back.
+            self.tasks.clear()
             self.close()
 
     def close(self) -> None:
