@@ -173,11 +173,24 @@ def _logged(bootstrap: str) -> list[dict[str, Any]]:
         bus.close()
 
 
+@pytest.fixture
+def clients(cluster: tuple[Cluster, KafkaBroker]) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Clients of the two management replicas."""
+    platform, _ = cluster
+    with (
+        httpx.Client(base_url=platform.management, timeout=30) as api,
+        httpx.Client(base_url=platform.replica, timeout=30) as replica,
+    ):
+        yield api, replica
+
+
 def test_a_processor_killed_hands_its_partitions_to_the_other(
-    cluster: tuple[Cluster, KafkaBroker], valkey_server: ValkeyService
+    cluster: tuple[Cluster, KafkaBroker],
+    clients: tuple[httpx.Client, httpx.Client],
+    valkey_server: ValkeyService,
 ) -> None:
     platform, broker = cluster
-    api = httpx.Client(base_url=platform.management, timeout=30)
+    api, replica = clients
     ids = {}
     for name, rules in (("High", HIGH), ("Frequent in DE", FREQUENT)):
         created = api.post("/api/segments", json={"name": name, "rules": rules})
@@ -232,7 +245,6 @@ def test_a_processor_killed_hands_its_partitions_to_the_other(
             for e in logged
         ]
     )
-    replica = httpx.Client(base_url=platform.replica, timeout=30)
     for segment_id in ids.values():
         for client in (api, replica):  # every replica reads the same state
             members = client.get(f"/api/segments/{segment_id}/members", params={"limit": 10_000})
