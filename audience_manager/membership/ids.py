@@ -116,10 +116,17 @@ class UserIds:
         low, high = int(dense.min()), int(dense.max())
         if low < 0 or high >= len(slots):
             raise KeyError(low if low < 0 else high)
-        result = [slots[i] for i in dense.tolist()]
+        result = list(map(slots.__getitem__, dense.tolist()))
         if None in result:
             raise KeyError(int(dense[result.index(None)]))
         return cast("list[str]", result)
+
+    def released(self, dense: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
+        """For each dense id, whether it was assigned and then released."""
+        slots = self._user_ids
+        return np.fromiter(
+            (slots[i] is None for i in dense.tolist()), dtype=np.bool_, count=len(dense)
+        )
 
     def release(self, user_id: str) -> int | None:
         """Forget ``user_id`` (erasure) and return its dense id, or None if unknown.

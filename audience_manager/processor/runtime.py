@@ -24,7 +24,7 @@ from pathlib import Path
 from audience_manager.bus.base import Consumer, EventBus, Record
 from audience_manager.catalog.errors import CatalogUnavailable
 from audience_manager.catalog.watch import CatalogWatcher
-from audience_manager.engine import Engine, Event, MembershipChange
+from audience_manager.engine import Engine, Event, MembershipChanges
 from audience_manager.engine.snapshot import latest_snapshot, load_snapshot, save_snapshot
 from audience_manager.processor.codec import ERASE, dead_letter, decode
 from audience_manager.processor.definitions import DefinitionSync
@@ -223,7 +223,7 @@ class Processor:
         # then assigns the same dense user ids as the first run did.
         records = sorted(records, key=lambda r: (r.partition, r.offset))
         batch = decode(records)
-        changes: list[MembershipChange] = []
+        changes = MembershipChanges()
         users: set[str] = set()
         erased: list[tuple[int, str]] = []
         poison = list(batch.poison)

@@ -6,6 +6,7 @@ platform never loads the client library.
 """
 
 from audience_manager.store.base import (
+    ChangeBlock,
     ChangeRecord,
     JournalEntry,
     ProfileWrite,
@@ -17,6 +18,7 @@ from audience_manager.store.base import (
 from audience_manager.store.embedded import EmbeddedStateStore
 
 __all__ = [
+    "ChangeBlock",
     "ChangeRecord",
     "EmbeddedStateStore",
     "JournalEntry",
