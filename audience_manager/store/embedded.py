@@ -107,9 +107,11 @@ class _Chunks:
             self.dirty.discard(key)
 
     def change(self, segment_id: str, dense: Sequence[int], add: bool) -> None:
-        ids = np.unique(np.asarray(dense, dtype=np.int64))
+        ids = np.asarray(dense, dtype=np.int64)
         if not len(ids):
             return
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # the processor's are sorted
+            ids = np.unique(ids)
         chunks = ids >> CHUNK_BITS
         bounds = np.flatnonzero(np.diff(chunks)) + 1
         for part in np.split(ids, bounds):
