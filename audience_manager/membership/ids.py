@@ -8,7 +8,8 @@ so a stale bitmap bit can never turn into a different user.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from itertools import repeat
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -94,6 +95,9 @@ class UserIds:
         known = self._dense
         if self._size + len(user_ids) > MAX_USER_IDS:
             self._check_room(sum(1 for user_id in set(user_ids) if user_id not in known))
+        found = self.rows(user_ids)
+        if len(found) == 0 or found.min() >= 0:
+            return found  # every one known already: the common case once users return
         before = len(known)
         # Ids released by erasure are never reused, so the next id runs ahead of the dict.
         offset = self._size - before
@@ -111,6 +115,11 @@ class UserIds:
     def get(self, user_id: str) -> int | None:
         """Return the dense id of ``user_id``, or None if it was never seen or is released."""
         return self._dense.get(user_id)
+
+    def rows(self, user_ids: Collection[str]) -> npt.NDArray[np.int64]:
+        """The dense id of each of ``user_ids`` (-1 where there is none), in order."""
+        get = self._dense.get
+        return np.fromiter(map(get, user_ids, repeat(-1)), dtype=np.int64, count=len(user_ids))
 
     def get_many(self, user_ids: Sequence[str]) -> list[int | None]:
         """The dense id of each of ``user_ids`` (None where there is none), in order."""

@@ -6,7 +6,7 @@ memberships builds a few arrays per segment, not an object per change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -139,8 +139,8 @@ def _profiles(
     """The records of touched users and of users whose membership changed, by dense id
     (readers take segments from the membership rows, which every change updates)."""
     ids = engine.ids
-    known = [local for local in ids.get_many(list(touched)) if local is not None]
-    rows = np.unique(np.concatenate([np.array(known, dtype=np.int64), *changed]))
+    users = ids.rows(touched if isinstance(touched, Collection) else list(touched))
+    rows = np.unique(np.concatenate([users[users >= 0], *changed]))
     if not len(rows):
         return []
     docs = encode_profiles(row_records(engine, rows))
