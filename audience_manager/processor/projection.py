@@ -140,7 +140,12 @@ def _profiles(
     (readers take segments from the membership rows, which every change updates)."""
     ids = engine.ids
     users = ids.rows(touched if isinstance(touched, Collection) else list(touched))
-    rows = np.unique(np.concatenate([users[users >= 0], *changed]))
+    # A mask over every row rather than np.unique: there are many more changes than users.
+    chosen = np.zeros(ids.capacity, dtype=np.bool_)
+    chosen[users[users >= 0]] = True
+    for rows in changed:
+        chosen[rows] = True
+    rows = np.flatnonzero(chosen)
     if not len(rows):
         return []
     docs = encode_profiles(row_records(engine, rows))
