@@ -10,7 +10,7 @@ import numpy as np
 
 from audience_manager.engine.aggregates import Aggregate, create_aggregate
 from audience_manager.engine.batch import Batch, invalid_reason, union_rows
-from audience_manager.engine.columns import BitColumn, RowArray
+from audience_manager.engine.columns import BitColumn, RowArray, distinct
 from audience_manager.engine.context import EngineContext
 from audience_manager.engine.documents import profile_documents
 from audience_manager.engine.events import Event
@@ -217,7 +217,7 @@ class Engine:
             candidates = np.union1d(current, rows)
             held = np.isin(candidates, rows)
         else:
-            candidates = np.unique(rows)
+            candidates = distinct(rows)
             held = np.full(len(candidates), mode != "remove")
         changes, changed = self._commit(segment_id, candidates, held, self.now)
         touched = {"segment:" + segment_id: changed} if len(changed) else {}
@@ -242,7 +242,7 @@ class Engine:
         ts = np.asarray(batch.stamps, dtype=np.int64)
         seq = np.arange(self._seq, self._seq + len(accepted), dtype=np.int64)
         self._seq += len(accepted)
-        unique = np.unique(rows)
+        unique = distinct(rows)
         touched: dict[str, RowArray] = {"attribute:firstSeen": unique, "attribute:lastSeen": unique}
         self.table.see(rows, ts)
         self._apply_traits(batch, rows, ts, touched)
@@ -279,7 +279,7 @@ class Engine:
 
     def drain_expired(self) -> list[str]:
         """Users whose attribute values changed by time alone since the last call."""
-        rows = np.unique(np.concatenate(self._expired)) if self._expired else _EMPTY
+        rows = distinct(np.concatenate(self._expired)) if self._expired else _EMPTY
         self._expired = []
         return self.ids.user_ids(rows) if len(rows) else []
 
