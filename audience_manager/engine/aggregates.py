@@ -154,9 +154,7 @@ class _Totals(Aggregate):
 
     def _enqueue(self, rows: IntArray, amounts: npt.NDArray[np.float64], bucket: IntArray) -> None:
         first = int(bucket[0]) if len(bucket) else 0
-        buckets = (
-            [first] if len(bucket) and (bucket == first).all() else distinct(bucket).tolist()
-        )
+        buckets = [first] if len(bucket) and (bucket == first).all() else distinct(bucket).tolist()
         for b in buckets:
             if len(buckets) == 1:
                 part_rows, part_amounts = rows, amounts

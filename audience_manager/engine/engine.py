@@ -365,25 +365,28 @@ class Engine:
         if not affected:
             return changes
         context = EngineContext(self, now)
-        unions: dict[tuple[str, ...], RowArray] = {}
+        # Segments reading the same things share the work (the extra rows of many segments
+        # are one array: the batch's new users, or the rows due).
+        unions: dict[tuple[tuple[str, ...], int], RowArray] = {}
         for segment_id in self._order:
             segment = self._segments[segment_id]
             if segment.compiled is None:
                 continue
             keys = tuple(k for k in segment.compiled.dependencies if k in touched)
             parts = [touched[k] for k in keys]
-            if segment_id in extra:
-                parts.append(extra[segment_id])
+            more = extra.get(segment_id)
+            if more is not None:
+                parts.append(more)
             if not parts:
                 continue
             if len(parts) == 1:
                 rows = parts[0]
-            elif segment_id not in extra and keys in unions:
-                rows = unions[keys]  # segments reading the same things share the work
             else:
-                rows = union_rows(parts, universe)
-                if segment_id not in extra:
-                    unions[keys] = rows
+                shared = (keys, -1 if more is None else id(more))
+                cached = unions.get(shared)
+                if cached is None:
+                    cached = unions[shared] = union_rows(parts, universe)
+                rows = cached
             held = segment.compiled.evaluate(context, rows)
             new_changes, changed = self._commit(segment_id, rows, held, now)
             changes.extend(new_changes)
