@@ -136,15 +136,19 @@ def _final_state(
 def _profiles(
     engine: Engine, touched: Iterable[str], changed: list[Rows], space: IdSpace
 ) -> list[ProfileWrite]:
-    """The records of touched users and of users whose membership changed, by dense id
-    (readers take segments from the membership rows, which every change updates)."""
+    """The records of touched users and of users known only as static members, by dense id.
+
+    A membership change alone leaves a profile's record as it was: readers take segments
+    from the membership rows, which every change updates. Users who never had an event
+    get theirs, as that may be their first."""
     ids = engine.ids
     users = ids.rows(touched if isinstance(touched, Collection) else list(touched))
     # A mask over every row rather than np.unique: there are many more changes than users.
     chosen = np.zeros(ids.capacity, dtype=np.bool_)
     chosen[users[users >= 0]] = True
+    unseen = engine.table.last_seen == 0
     for rows in changed:
-        chosen[rows] = True
+        chosen[rows[unseen[rows]]] = True
     rows = np.flatnonzero(chosen)
     if not len(rows):
         return []

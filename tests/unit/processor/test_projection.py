@@ -30,7 +30,8 @@ def reference(
     erased: Iterable[tuple[int, str]],
     space: IdSpace,
 ) -> tuple[list[ChangeRecord], dict[str, set[int]], dict[str, set[int]], dict[int, bytes | None]]:
-    """One record per change, as the commit was first built."""
+    """One record per change, as the commit was first built (profiles: touched users and
+    users never seen, whose change may be the first thing stored of them)."""
     erased_ids = {user_id: dense for dense, user_id in erased}
     users = set(touched)
     log, final = [], {}
@@ -41,7 +42,8 @@ def reference(
         else:
             dense = space.to_store(local)
             final[(change.segment_id, dense)] = change.change == "enter"
-            users.add(change.user_id)
+            if engine.table.last_seen[local] == 0:  # never seen: maybe no profile yet
+                users.add(change.user_id)
         log.append(ChangeRecord(change.segment_id, change.user_id, dense, change.change, change.at))
     enters: dict[str, set[int]] = {}
     exits: dict[str, set[int]] = {}
@@ -112,3 +114,23 @@ def test_a_batch_without_changes_commits_an_empty_block() -> None:
     assert isinstance(commit, StateCommit)
     assert not commit.changes
     assert commit.profiles == []
+
+
+def test_a_backfill_writes_memberships_and_no_profiles_of_users_seen_before() -> None:
+    engine = Engine(ManualClock(T0))
+    engine.apply([purchase("a", 5), purchase("b", 50)])
+    rule = {"conditions": [{"field": "totalSpent", "operator": "gt", "value": 1}]}
+    changes = engine.upsert_segment(SegmentDefinition("s", "s", parse_rules(rule)))
+    commit = build_commit(engine, {}, changes, ())
+    assert commit.enters == {"s": [0, 1]}
+    assert commit.profiles == []
+
+
+def test_static_members_never_seen_get_a_profile() -> None:
+    engine = Engine(ManualClock(T0))
+    engine.upsert_segment(SegmentDefinition("list", "list", None, "STATIC"))
+    engine.apply([purchase("seen", 5)])
+    changes = engine.set_static_members("list", ["seen", "fresh"], mode="add")
+    commit = build_commit(engine, {}, changes, ())
+    assert commit.enters == {"list": [0, 1]}
+    assert [(p.dense, p.user_id) for p in commit.profiles] == [(1, "fresh")]
