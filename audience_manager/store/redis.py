@@ -13,7 +13,8 @@ cluster and runs as one transaction):
 ``positions``        hash partition → next offset
 ``journal``          hash commit number → msgpack ``[positions, now]``
 ``changes``          stream: one entry per commit with change lines, its id ``<last line>-0``
-                     and its lines one msgpack blob, as in the embedded store's blocks
+                     and its lines one column-wise msgpack blob (``changelog.py``), as
+                     in the embedded store's blocks
 ``meta``             hash: ``commit`` (the last commit's id), ``commits``, ``lines``,
                      ``applied``
 ``pending``, ``requests``, ``request:<id>``  requests for the processor: unanswered ids in
