@@ -108,7 +108,17 @@ class MembershipChanges(Sequence[MembershipChange]):
     @overload
     def __getitem__(self, index: slice) -> list[MembershipChange]: ...
     def __getitem__(self, index: int | slice) -> MembershipChange | list[MembershipChange]:
-        return list(self)[index]
+        if isinstance(index, slice):
+            return list(self)[index]
+        position = index + self._size if index < 0 else index
+        if not 0 <= position < self._size:
+            raise IndexError(index)
+        for run in self.runs:
+            if position < len(run.user_ids):
+                change: Change = "enter" if run.entered else "exit"
+                return MembershipChange(run.segment_id, run.user_ids[position], change, run.at)
+            position -= len(run.user_ids)
+        raise IndexError(index)  # not reached: the runs hold _size changes
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, MembershipChanges | list):

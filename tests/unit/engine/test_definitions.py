@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from audience_manager.engine import (
     ChangeRun,
@@ -163,7 +164,9 @@ def test_membership_changes_read_as_a_list_of_changes() -> None:
     ]
     assert changes == expected
     assert len(changes) == 3
-    assert changes[2] == expected[2]
+    assert [changes[i] for i in range(-3, 3)] == expected + expected
+    with pytest.raises(IndexError):
+        changes[3]
     assert changes[:2] == expected[:2]
     assert changes + MembershipChanges() == expected
     assert MembershipChanges() == []
