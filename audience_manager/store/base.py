@@ -97,7 +97,7 @@ class ChangeRecord(msgspec.Struct, frozen=True, gc=False, array_like=True):
 CHANGE_KINDS = ("enter", "exit", "drop", "erase")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # arrays: no element-wise equality
 class ChangeBlock:
     """Change-log lines column-wise: line ``i`` is ``ChangeRecord(segments[segment[i]],
     user_ids[i], dense[i], CHANGE_KINDS[kind[i]], at[i])``.
