@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from audience_manager.engine.columns import Column, RowArray, grow
+from audience_manager.engine.columns import Column, RowArray, distinct, grow
 from audience_manager.engine.frames import EventFrame
 from audience_manager.rules.compiler import AggregateSpec, compile_where
 from audience_manager.rules.values import ValueVector
@@ -150,15 +150,13 @@ class _Totals(Aggregate):
             np.add.at(self.count, rows, 1)
         if self.sums:
             np.add.at(self.total, rows, amounts)
-        return np.unique(rows)
+        return distinct(rows)
 
     def _enqueue(self, rows: IntArray, amounts: npt.NDArray[np.float64], bucket: IntArray) -> None:
         first = int(bucket[0]) if len(bucket) else 0
-        distinct = (
-            [first] if len(bucket) and (bucket == first).all() else np.unique(bucket).tolist()
-        )
-        for b in distinct:
-            if len(distinct) == 1:
+        buckets = [first] if len(bucket) and (bucket == first).all() else distinct(bucket).tolist()
+        for b in buckets:
+            if len(buckets) == 1:
                 part_rows, part_amounts = rows, amounts
             else:
                 mask = bucket == b
@@ -184,7 +182,7 @@ class _Totals(Aggregate):
                 if self.sums:
                     np.subtract.at(self.total, rows, amounts)
                 touched.append(rows)
-        return np.unique(np.concatenate(touched)) if touched else _EMPTY
+        return distinct(np.concatenate(touched)) if touched else _EMPTY
 
     def vector(self, rows: RowArray) -> ValueVector:
         if self.kind == "count":
@@ -237,7 +235,7 @@ class _Extremes(Aggregate):
             bucket = ts // self.width
             live = (bucket + 1) * self.width + self.window > now
             rows, num, bucket = rows[live], num[live], bucket[live]
-            for b in np.unique(bucket).tolist():
+            for b in distinct(bucket).tolist():
                 mask = bucket == b
                 entries = self.buckets.get(b)
                 if entries is None:
@@ -245,7 +243,7 @@ class _Extremes(Aggregate):
                     heapq.heappush(self.heap, b)
                 entries.append((rows[mask].astype(np.int32), num[mask]))
         self._fold(rows, num)
-        return np.unique(rows)
+        return distinct(rows)
 
     def _fold(self, rows: IntArray, num: npt.NDArray[np.float64]) -> None:
         fresh = ~self.present[rows]
@@ -264,7 +262,7 @@ class _Extremes(Aggregate):
             gone.extend(rows for rows, _ in self.buckets.pop(heapq.heappop(self.heap)))
         if not gone:
             return _EMPTY
-        touched = np.unique(np.concatenate(gone)).astype(np.int64)
+        touched = distinct(np.concatenate(gone)).astype(np.int64)
         self.value[touched] = 0.0
         self.present[touched] = False
         for b in sorted(self.buckets):

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from audience_manager.engine.columns import RowArray
+from audience_manager.engine.columns import RowArray, distinct
 from audience_manager.engine.events import Event
 from audience_manager.rules.checks import EVENT_TYPE
 
@@ -16,7 +16,7 @@ __all__ = ["Batch", "invalid_reason", "union_rows"]
 def union_rows(parts: list[RowArray], universe: RowArray | None) -> RowArray:
     """Sorted distinct rows of all ``parts`` (each a subset of ``universe`` when given)."""
     if universe is None:
-        return np.unique(np.concatenate(parts))
+        return distinct(np.concatenate(parts))
     mask = np.zeros(len(universe), dtype=np.bool_)
     for part in parts:
         mask[np.searchsorted(universe, part)] = True

@@ -21,10 +21,22 @@ from audience_manager.rules.values import (
     ValueVector,
 )
 
-__all__ = ["BitColumn", "Column", "RowArray", "grow"]
+__all__ = ["BitColumn", "Column", "RowArray", "distinct", "grow"]
 
 RowArray = npt.NDArray[np.int64]
 T = TypeVar("T", bound=np.generic)
+
+
+def distinct(values: npt.NDArray[T]) -> npt.NDArray[T]:
+    """The sorted distinct values of a 1-d integer array, as ``np.unique`` gives them:
+    sorting and comparing neighbours is several times faster than its hashing."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=np.bool_)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 def grow(array: npt.NDArray[T], capacity: int) -> npt.NDArray[T]:

@@ -8,10 +8,12 @@ document the API serves with :func:`decode_profile`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from audience_manager.rules.values import ValueVector
 
@@ -22,10 +24,12 @@ __all__ = [
     "ProfileRecord",
     "decode_profile",
     "encode_profile",
+    "encode_profiles",
     "iso_times",
     "profile_document",
     "profile_documents",
     "profile_records",
+    "row_records",
 ]
 
 
@@ -75,12 +79,20 @@ def profile_records(engine: Engine, user_ids: Sequence[str]) -> list[ProfileReco
     if not known:
         return out
     rows = np.asarray([dense[i] for i in known], dtype=np.int64)
+    for i, record in zip(known, row_records(engine, rows), strict=True):
+        out[i] = record
+    return out
+
+
+def row_records(engine: Engine, rows: npt.NDArray[np.int64]) -> list[ProfileRecord]:
+    """Profile records of the users at engine ``rows`` (all of them known), in bulk."""
     names = list(engine.attributes)
     columns = [engine.attribute_aggregate(name).vector(rows).values() for name in names]
-    attributes = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-    if not names:
-        attributes = [{} for _ in known]
-    traits: list[dict[str, Any]] = [{} for _ in known]
+    if names:
+        attributes = list(map(dict, map(zip, repeat(names), zip(*columns, strict=True))))
+    else:
+        attributes = [{} for _ in range(len(rows))]
+    traits: list[dict[str, Any]] = [{} for _ in range(len(rows))]
     for key, column in engine.table.traits.items():
         present = np.flatnonzero(column.kind[rows[rows < len(column.kind)]] != 0)
         if len(present):
@@ -89,9 +101,14 @@ def profile_records(engine: Engine, user_ids: Sequence[str]) -> list[ProfileReco
                 traits[position][key] = value
     first = _epoch_ms(engine.table.times("firstSeen", rows))
     last = _epoch_ms(engine.table.times("lastSeen", rows))
-    for j, i in enumerate(known):
-        out[i] = ProfileRecord(traits[j], attributes[j], first[j], last[j])
-    return out
+    return list(map(ProfileRecord, traits, attributes, first, last))
+
+
+def encode_profiles(records: list[ProfileRecord]) -> list[bytes]:
+    """``encode_profile`` of each record, encoded in one call (JSON has no raw newlines)."""
+    if not records:
+        return []
+    return _encoder.encode_lines(records).split(b"\n")[:-1]
 
 
 def profile_documents(engine: Engine, user_ids: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -104,8 +121,12 @@ def profile_documents(engine: Engine, user_ids: Sequence[str]) -> list[dict[str,
 
 def _epoch_ms(times: ValueVector) -> list[int | None]:
     present = times.kind != 0
-    ms = np.where(present, times.num, 0.0).astype(np.int64).tolist()
-    return [m if ok else None for m, ok in zip(ms, present.tolist(), strict=True)]
+    ms = np.where(present, times.num, 0.0).astype(np.int64)
+    if present.all():
+        return cast("list[int | None]", ms.tolist())
+    out = ms.astype(object)
+    out[~present] = None
+    return cast("list[int | None]", out.tolist())
 
 
 def iso_times(times: ValueVector) -> list[str | None]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from audience_manager.engine.aggregates import Aggregate, create_aggregate
 from audience_manager.engine.batch import Batch, invalid_reason, union_rows
-from audience_manager.engine.columns import BitColumn, RowArray
+from audience_manager.engine.columns import BitColumn, RowArray, distinct
 from audience_manager.engine.context import EngineContext
 from audience_manager.engine.documents import profile_documents
 from audience_manager.engine.events import Event
@@ -19,7 +19,8 @@ from audience_manager.engine.profiles import ProfileTable
 from audience_manager.engine.timers import DueTimes
 from audience_manager.engine.types import (
     ApplyResult,
-    MembershipChange,
+    ChangeRun,
+    MembershipChanges,
     Rejection,
     SegmentDefinition,
 )
@@ -92,7 +93,7 @@ class Engine:
 
     def upsert_attribute(
         self, attribute: ComputedAttribute, history: Iterable[Sequence[Event]] = ()
-    ) -> list[MembershipChange]:
+    ) -> MembershipChanges:
         """Define or redefine a computed attribute; segments using it are re-evaluated.
 
         ``history``: batches of the events applied so far, replayed into the attribute
@@ -107,7 +108,7 @@ class Engine:
         self._replay(created, history)
         return self._recompile_all(owner)
 
-    def remove_attribute(self, name: str) -> list[MembershipChange]:
+    def remove_attribute(self, name: str) -> MembershipChanges:
         """Forget a computed attribute; rules naming it read the trait of that name."""
         if name in BUILTIN_ATTRIBUTES or name not in self.attributes:
             raise KeyError(name)
@@ -118,7 +119,7 @@ class Engine:
 
     def upsert_segment(
         self, definition: SegmentDefinition, history: Iterable[Sequence[Event]] = ()
-    ) -> list[MembershipChange]:
+    ) -> MembershipChanges:
         """Create or replace a segment and backfill it over every existing profile.
 
         An event condition that no other rule shares starts a new aggregate; ``history``
@@ -157,7 +158,7 @@ class Engine:
             self._index.remove(definition.id)
         self._reorder()
         if compiled is None:
-            return []
+            return MembershipChanges()
         return self.backfill(definition.id)
 
     def preview(
@@ -183,7 +184,7 @@ class Engine:
         matched = rows[held]
         return len(matched), self.ids.user_ids(matched[:sample])
 
-    def backfill(self, segment_id: str) -> list[MembershipChange]:
+    def backfill(self, segment_id: str) -> MembershipChanges:
         """Evaluate a segment over every profile at once (and what depends on it)."""
         return self._reevaluate({}, {segment_id: self._all_rows()}, self.now)
 
@@ -204,7 +205,7 @@ class Engine:
 
     def set_static_members(
         self, segment_id: str, user_ids: Sequence[str], mode: str = "replace"
-    ) -> list[MembershipChange]:
+    ) -> MembershipChanges:
         """Add, remove or replace the members of a STATIC segment."""
         segment = self._segments[segment_id]
         if segment.compiled is not None:
@@ -216,7 +217,7 @@ class Engine:
             candidates = np.union1d(current, rows)
             held = np.isin(candidates, rows)
         else:
-            candidates = np.unique(rows)
+            candidates = distinct(rows)
             held = np.full(len(candidates), mode != "remove")
         changes, changed = self._commit(segment_id, candidates, held, self.now)
         touched = {"segment:" + segment_id: changed} if len(changed) else {}
@@ -241,7 +242,7 @@ class Engine:
         ts = np.asarray(batch.stamps, dtype=np.int64)
         seq = np.arange(self._seq, self._seq + len(accepted), dtype=np.int64)
         self._seq += len(accepted)
-        unique = np.unique(rows)
+        unique = distinct(rows)
         touched: dict[str, RowArray] = {"attribute:firstSeen": unique, "attribute:lastSeen": unique}
         self.table.see(rows, ts)
         self._apply_traits(batch, rows, ts, touched)
@@ -268,7 +269,7 @@ class Engine:
                 result.rejected.append(Rejection(index, reason))
         return Batch(accepted) if accepted else None
 
-    def advance(self, now: int | None = None) -> list[MembershipChange]:
+    def advance(self, now: int | None = None) -> MembershipChanges:
         """Apply what time alone changes up to ``now`` (default: the clock)."""
         return self._advance(self._tick(now))
 
@@ -278,11 +279,11 @@ class Engine:
 
     def drain_expired(self) -> list[str]:
         """Users whose attribute values changed by time alone since the last call."""
-        rows = np.unique(np.concatenate(self._expired)) if self._expired else _EMPTY
+        rows = distinct(np.concatenate(self._expired)) if self._expired else _EMPTY
         self._expired = []
         return self.ids.user_ids(rows) if len(rows) else []
 
-    def _advance(self, now: int) -> list[MembershipChange]:
+    def _advance(self, now: int) -> MembershipChanges:
         touched: dict[str, RowArray] = {}
         for key, aggregate in self.aggregates.items():
             rows = aggregate.expire(now)
@@ -297,7 +298,7 @@ class Engine:
                 if segment.compiled is not None and segment.compiled.relative:
                     extra[segment_id] = due
         if not touched and not extra:
-            return []
+            return MembershipChanges()
         return self._reevaluate(touched, extra, now)
 
     def _apply_traits(
@@ -353,36 +354,39 @@ class Engine:
         extra: dict[str, RowArray],
         now: int,
         universe: RowArray | None = None,
-    ) -> list[MembershipChange]:
+    ) -> MembershipChanges:
         """Re-evaluate affected segments in dependency order; return the changes.
 
         ``universe``: sorted rows that contain every touched row (a batch's users), which
         lets the rows of a segment be unioned without sorting.
         """
-        changes: list[MembershipChange] = []
+        changes = MembershipChanges()
         affected = self._index.affected(touched.keys()) | extra.keys()
         if not affected:
             return changes
         context = EngineContext(self, now)
-        unions: dict[tuple[str, ...], RowArray] = {}
+        # Segments reading the same things share the work (the extra rows of many segments
+        # are one array: the batch's new users, or the rows due).
+        unions: dict[tuple[tuple[str, ...], int], RowArray] = {}
         for segment_id in self._order:
             segment = self._segments[segment_id]
             if segment.compiled is None:
                 continue
             keys = tuple(k for k in segment.compiled.dependencies if k in touched)
             parts = [touched[k] for k in keys]
-            if segment_id in extra:
-                parts.append(extra[segment_id])
+            more = extra.get(segment_id)
+            if more is not None:
+                parts.append(more)
             if not parts:
                 continue
             if len(parts) == 1:
                 rows = parts[0]
-            elif segment_id not in extra and keys in unions:
-                rows = unions[keys]  # segments reading the same things share the work
             else:
-                rows = union_rows(parts, universe)
-                if segment_id not in extra:
-                    unions[keys] = rows
+                shared = (keys, -1 if more is None else id(more))
+                cached = unions.get(shared)
+                if cached is None:
+                    cached = unions[shared] = union_rows(parts, universe)
+                rows = cached
             held = segment.compiled.evaluate(context, rows)
             new_changes, changed = self._commit(segment_id, rows, held, now)
             changes.extend(new_changes)
@@ -394,22 +398,22 @@ class Engine:
 
     def _commit(
         self, segment_id: str, rows: RowArray, held: BoolArray, now: int
-    ) -> tuple[list[MembershipChange], RowArray]:
+    ) -> tuple[MembershipChanges, RowArray]:
         segment = self._segments[segment_id]
         was = segment.member.get(rows)
         enter, leave = rows[held & ~was], rows[was & ~held]
         if not len(enter) and not len(leave):
-            return [], _EMPTY
+            return MembershipChanges(), _EMPTY
         segment.member.set(enter, True)
         segment.member.set(leave, False)
         self.membership.enter(segment_id, enter)
         self.membership.exit(segment_id, leave)
-        changes = [
-            MembershipChange(segment_id, user, "enter", now) for user in self.ids.user_ids(enter)
-        ]
-        changes += [
-            MembershipChange(segment_id, user, "exit", now) for user in self.ids.user_ids(leave)
-        ]
+        changes = MembershipChanges(
+            [
+                ChangeRun(segment_id, enter, self.ids.user_ids(enter), True, now),
+                ChangeRun(segment_id, leave, self.ids.user_ids(leave), False, now),
+            ]
+        )
         return changes, np.concatenate([enter, leave])
 
     # -- reading ----------------------------------------------------------------------
@@ -450,16 +454,20 @@ class Engine:
             segment.compiled, EngineContext(self, self.now), segment.definition.id, user_id, row
         )
 
-    def delete_user(self, user_id: str) -> list[MembershipChange]:
+    def delete_user(self, user_id: str) -> MembershipChanges:
         """Erase a user: profile, aggregates, memberships; returns the exits."""
         row = self.ids.get(user_id)
         if row is None:
             raise KeyError(user_id)
-        changes = [
-            MembershipChange(s, user_id, "exit", self.now) for s in self.membership.segments_of(row)
-        ]
+        rows = np.array([row], dtype=np.int64)
+        changes = MembershipChanges(
+            [
+                ChangeRun(s, rows, [user_id], False, self.now)
+                for s in self.membership.segments_of(row)
+            ]
+        )
         for segment in self._segments.values():
-            segment.member.set(np.array([row], dtype=np.int64), False)
+            segment.member.set(rows, False)
         self._due.clear(row)
         self.membership.remove_user(row)
         self.table.clear(row)
@@ -552,8 +560,8 @@ class Engine:
 
         return resolve
 
-    def _recompile_all(self, owner: str) -> list[MembershipChange]:
-        changes: list[MembershipChange] = []
+    def _recompile_all(self, owner: str) -> MembershipChanges:
+        changes = MembershipChanges()
         for segment_id in list(self._order):
             segment = self._segments[segment_id]
             if segment.compiled is not None:

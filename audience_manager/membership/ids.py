@@ -8,8 +8,9 @@ so a stale bitmap bit can never turn into a different user.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from typing import NamedTuple, cast
+from collections.abc import Collection, Sequence
+from itertools import repeat
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +19,8 @@ __all__ = ["MAX_USER_IDS", "IdSpace", "UserIds"]
 
 #: Dense ids live in Roaring bitmaps, which hold unsigned 32-bit integers.
 MAX_USER_IDS = 2**32
+
+_NONE = np.array(None, dtype=object)  # a released slot, to compare arrays of names with
 
 
 class IdSpace(NamedTuple):
@@ -39,16 +42,31 @@ class IdSpace(NamedTuple):
 class UserIds:
     """Bidirectional dictionary between ``userId`` strings and dense integer ids.
 
-    Memory is one ``dict[str, int]`` plus one ``list[str | None]``; the strings are
-    shared between the two, so a million users cost little beyond their ids' text.
+    Memory is one ``dict[str, int]`` plus one array of ``str | None`` by dense id; the
+    strings are shared between the two, so a million users cost little beyond their ids'
+    text. The array (rather than a list) turns many dense ids into user ids in one step.
     """
 
-    __slots__ = ("_dense", "_user_ids")
+    __slots__ = ("_dense", "_names", "_size")
 
     def __init__(self) -> None:
         self._dense: dict[str, int] = {}
         # Index = dense id; released slots hold None and are never handed out again.
-        self._user_ids: list[str | None] = []
+        self._names: npt.NDArray[np.object_] = np.empty(0, dtype=object)
+        self._size = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Snapshots keep the list form of the names, as earlier versions wrote it.
+        return {"_dense": self._dense, "_user_ids": self._names[: self._size].tolist()}
+
+    def __setstate__(self, state: dict[str, Any] | tuple[None, dict[str, Any]]) -> None:
+        if isinstance(state, tuple):  # pickled by an earlier version: (None, slots)
+            state = state[1]
+        self._dense = state["_dense"]
+        names: list[str | None] = state["_user_ids"]
+        self._names = np.empty(len(names), dtype=object)
+        self._names[:] = names
+        self._size = len(names)
 
     def __len__(self) -> int:
         """Number of live (interned and not released) user ids."""
@@ -63,7 +81,7 @@ class UserIds:
     @property
     def capacity(self) -> int:
         """The next dense id to be assigned (live ids plus released slots)."""
-        return len(self._user_ids)
+        return self._size
 
     def intern(self, user_id: str) -> int:
         """Return the dense id of ``user_id``, assigning the next one if it is new."""
@@ -75,12 +93,14 @@ class UserIds:
     def intern_many(self, user_ids: Sequence[str]) -> npt.NDArray[np.int64]:
         """Intern every id of ``user_ids`` and return their dense ids, in input order."""
         known = self._dense
-        slots = self._user_ids
-        if len(slots) + len(user_ids) > MAX_USER_IDS:
+        if self._size + len(user_ids) > MAX_USER_IDS:
             self._check_room(sum(1 for user_id in set(user_ids) if user_id not in known))
+        found = self.rows(user_ids)
+        if len(found) == 0 or found.min() >= 0:
+            return found  # every one known already: the common case once users return
         before = len(known)
         # Ids released by erasure are never reused, so the next id runs ahead of the dict.
-        offset = len(slots) - before
+        offset = self._size - before
         setdefault = known.setdefault
         if offset == 0:
             # len(known) is read before each insert: a new user gets the next dense id.
@@ -89,12 +109,17 @@ class UserIds:
             result = [setdefault(user_id, len(known) + offset) for user_id in user_ids]
         added = len(known) - before
         if added:
-            slots.extend(list(itertools.islice(reversed(known), added))[::-1])
+            self._append(list(itertools.islice(reversed(known), added))[::-1])
         return np.array(result, dtype=np.int64)
 
     def get(self, user_id: str) -> int | None:
         """Return the dense id of ``user_id``, or None if it was never seen or is released."""
         return self._dense.get(user_id)
+
+    def rows(self, user_ids: Collection[str]) -> npt.NDArray[np.int64]:
+        """The dense id of each of ``user_ids`` (-1 where there is none), in order."""
+        get = self._dense.get
+        return np.fromiter(map(get, user_ids, repeat(-1)), dtype=np.int64, count=len(user_ids))
 
     def get_many(self, user_ids: Sequence[str]) -> list[int | None]:
         """The dense id of each of ``user_ids`` (None where there is none), in order."""
@@ -103,23 +128,30 @@ class UserIds:
 
     def user_id(self, dense: int) -> str:
         """Return the ``userId`` of a dense id; KeyError if unknown or released."""
-        user_id = self._user_ids[dense] if 0 <= dense < len(self._user_ids) else None
+        user_id = self._names[dense] if 0 <= dense < self._size else None
         if user_id is None:
             raise KeyError(dense)
-        return user_id
+        return cast("str", user_id)
 
     def user_ids(self, dense: npt.NDArray[np.integer]) -> list[str]:
         """Return the ``userId`` of each dense id, in order; KeyError on any unknown one."""
         if dense.size == 0:
             return []
-        slots = self._user_ids
         low, high = int(dense.min()), int(dense.max())
-        if low < 0 or high >= len(slots):
+        if low < 0 or high >= self._size:
             raise KeyError(low if low < 0 else high)
-        result = [slots[i] for i in dense.tolist()]
-        if None in result:
-            raise KeyError(int(dense[result.index(None)]))
-        return cast("list[str]", result)
+        names = self._names[dense]
+        if len(self._dense) < self._size:  # some ids were released
+            missing = np.flatnonzero(np.equal(names, _NONE))
+            if len(missing):
+                raise KeyError(int(dense[missing[0]]))
+        return cast("list[str]", names.tolist())
+
+    def released(self, dense: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
+        """For each dense id, whether it was assigned and then released."""
+        if len(self._dense) == self._size:
+            return np.zeros(len(dense), dtype=np.bool_)
+        return cast("npt.NDArray[np.bool_]", np.equal(self._names[dense], _NONE))
 
     def release(self, user_id: str) -> int | None:
         """Forget ``user_id`` (erasure) and return its dense id, or None if unknown.
@@ -128,16 +160,25 @@ class UserIds:
         """
         dense = self._dense.pop(user_id, None)
         if dense is not None:
-            self._user_ids[dense] = None
+            self._names[dense] = None
         return dense
 
     def _assign(self, user_id: str) -> int:
         self._check_room(1)
-        dense = len(self._user_ids)
+        dense = self._size
         self._dense[user_id] = dense
-        self._user_ids.append(user_id)
+        self._append([user_id])
         return dense
 
+    def _append(self, names: list[str]) -> None:
+        end = self._size + len(names)
+        if end > len(self._names):  # grow by half again, as a list does, but in one copy
+            grown = np.empty(max(end, len(self._names) * 3 // 2, 64), dtype=object)
+            grown[: self._size] = self._names[: self._size]
+            self._names = grown
+        self._names[self._size : end] = names
+        self._size = end
+
     def _check_room(self, wanted: int) -> None:
-        if len(self._user_ids) + wanted > MAX_USER_IDS:
+        if self._size + wanted > MAX_USER_IDS:
             raise OverflowError(f"no dense user ids left: at most {MAX_USER_IDS} can be assigned")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audience_manager.bus.base import EventBus, Record
-from audience_manager.engine import Engine, Event, MembershipChange
+from audience_manager.engine import Engine, Event, MembershipChanges
 from audience_manager.engine.snapshot import latest_snapshot, load_snapshot, save_snapshot
 from audience_manager.membership import IdSpace
 from audience_manager.processor.codec import ERASE, dead_letter, decode
@@ -32,7 +32,7 @@ class Outcome:
     """What applying one batch to a task changed, before it is committed."""
 
     records: int = 0
-    changes: list[MembershipChange] = field(default_factory=list)
+    changes: MembershipChanges = field(default_factory=MembershipChanges)
     users: set[str] = field(default_factory=set)
     erased: list[tuple[int, str]] = field(default_factory=list)  # (store id, userId)
     poison: list[tuple[str, bytes]] = field(default_factory=list)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Hashable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -206,15 +206,18 @@ class ValueVector:
 
     def values(self) -> list[Any]:
         """Every value as Python (None when missing), in bulk."""
-        kinds = set(np.unique(self.kind).tolist()) if len(self.kind) else set()
-        if kinds <= {NUM, MISSING}:
-            present = self.kind == NUM
-            out: list[Any] = [
-                (int(x) if x.is_integer() and abs(x) <= _EXACT_INT else x) if ok else None
-                for x, ok in zip(self.num.tolist(), present.tolist(), strict=True)
-            ]
-            return out
-        return [self.value(i) for i in range(len(self))]
+        present = self.kind == NUM
+        if not (present | (self.kind == MISSING)).all():
+            return [self.value(i) for i in range(len(self))]
+        num = self.num
+        # Whole numbers that floats hold exactly read as ints, as ``value`` gives them.
+        whole = present & np.isfinite(num) & (num == np.trunc(num)) & (np.abs(num) <= _EXACT_INT)
+        if whole.all():
+            return cast("list[Any]", num.astype(np.int64).tolist())
+        out = num.astype(object)
+        out[whole] = num[whole].astype(np.int64).tolist()
+        out[~present] = None
+        return cast("list[Any]", out.tolist())
 
     @classmethod
     def from_values(cls, values: list[Any], strings: StringDictionary | None = None) -> ValueVector:

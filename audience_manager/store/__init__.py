@@ -6,6 +6,7 @@ platform never loads the client library.
 """
 
 from audience_manager.store.base import (
+    ChangeBlock,
     ChangeRecord,
     Fenced,
     JournalEntry,
@@ -18,6 +19,7 @@ from audience_manager.store.base import (
 from audience_manager.store.embedded import EmbeddedStateStore
 
 __all__ = [
+    "ChangeBlock",
     "ChangeRecord",
     "EmbeddedStateStore",
     "Fenced",

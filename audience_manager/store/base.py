@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 from pyroaring import BitMap
 
 __all__ = [
+    "CHANGE_KINDS",
+    "ChangeBlock",
     "ChangeRecord",
     "Fenced",
     "JournalEntry",
@@ -25,7 +29,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "check_base",
-    "numbered_lines",
+    "numbered_block",
 ]
 
 
@@ -83,7 +87,7 @@ class StateCommit:
     replaced: dict[str, list[int]] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     applied: int = 0
-    changes: list[ChangeRecord] = field(default_factory=list)
+    changes: ChangeBlock | list[ChangeRecord] = field(default_factory=list)
     base: dict[int, int] | None = None
     id: int = field(default_factory=lambda: secrets.randbits(63))
 
@@ -112,14 +116,103 @@ def check_base(commit: StateCommit, stored: Mapping[int, int]) -> None:
         raise Fenced(f"partitions moved on: stored positions {moved}, batch started at {expected}")
 
 
-def numbered_lines(
-    first: int, block: list[ChangeRecord], after: int, room: int
-) -> list[tuple[int, ChangeRecord]]:
+#: What a change-log line says, by its code in :attr:`ChangeBlock.kind`.
+CHANGE_KINDS = ("enter", "exit", "drop", "erase")
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # arrays: no element-wise equality
+class ChangeBlock:
+    """Change-log lines column-wise: line ``i`` is ``ChangeRecord(segments[segment[i]],
+    user_ids[i], dense[i], CHANGE_KINDS[kind[i]], at[i])``.
+
+    The processor writes a batch's changes as one block without an object per line, and
+    readers turn only the lines they take into :class:`ChangeRecord`.
+    """
+
+    segments: list[str]
+    segment: npt.NDArray[np.int32]
+    user_ids: list[str]
+    dense: npt.NDArray[np.int64]
+    kind: npt.NDArray[np.int8]
+    at: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    @classmethod
+    def of(cls, records: list[ChangeRecord]) -> ChangeBlock:
+        """The block of ``records``, in order."""
+        segments: dict[str, int] = {}
+        codes = {kind: code for code, kind in enumerate(CHANGE_KINDS)}
+        segment = [segments.setdefault(r.segment_id, len(segments)) for r in records]
+        return cls(
+            segments=list(segments),
+            segment=np.array(segment, np.int32),
+            user_ids=[r.user_id for r in records],
+            dense=np.array([r.dense for r in records], np.int64),
+            kind=np.array([codes[r.change] for r in records], np.int8),
+            at=np.array([r.at for r in records], np.int64),
+        )
+
+    @classmethod
+    def concat(cls, blocks: Sequence[ChangeBlock]) -> ChangeBlock:
+        """The lines of ``blocks``, one block after the other."""
+        if len(blocks) == 1:
+            return blocks[0]
+        segments: dict[str, int] = {}
+        codes = []
+        user_ids: list[str] = []
+        for block in blocks:
+            mapping = np.array(
+                [segments.setdefault(s, len(segments)) for s in block.segments] or [0], np.int32
+            )
+            codes.append(mapping[block.segment])
+            user_ids.extend(block.user_ids)
+        return cls(
+            segments=list(segments),
+            segment=np.concatenate(codes).astype(np.int32),
+            user_ids=user_ids,
+            dense=np.concatenate([b.dense for b in blocks]).astype(np.int64),
+            kind=np.concatenate([b.kind for b in blocks]).astype(np.int8),
+            at=np.concatenate([b.at for b in blocks]).astype(np.int64),
+        )
+
+    def slice(self, start: int, stop: int) -> ChangeBlock:
+        """Lines ``start`` to ``stop`` (views of the arrays, no copies)."""
+        if start == 0 and stop >= len(self):
+            return self
+        return ChangeBlock(
+            self.segments,
+            self.segment[start:stop],
+            self.user_ids[start:stop],
+            self.dense[start:stop],
+            self.kind[start:stop],
+            self.at[start:stop],
+        )
+
+    def records(self, start: int = 0, stop: int | None = None) -> list[ChangeRecord]:
+        """Lines ``start`` to ``stop`` as records."""
+        segments, kinds = self.segments, CHANGE_KINDS
+        return [
+            ChangeRecord(segments[s], user_id, dense, kinds[k], at)
+            for s, user_id, dense, k, at in zip(
+                self.segment[start:stop].tolist(),
+                self.user_ids[start:stop],
+                self.dense[start:stop].tolist(),
+                self.kind[start:stop].tolist(),
+                self.at[start:stop].tolist(),
+                strict=True,
+            )
+        ]
+
+
+def numbered_block(
+    first: int, block: ChangeBlock, after: int, room: int
+) -> tuple[int, ChangeBlock]:
     """The lines of a change-log block whose first line is number ``first`` that come after
-    line ``after``, with their numbers, at most ``room`` of them."""
+    line ``after``, at most ``room`` of them, and the number of the first one."""
     skip = max(0, after + 1 - first)
-    taken = block[skip : skip + room]
-    return list(zip(range(first + skip, first + skip + len(taken)), taken, strict=True))
+    return first + skip, block.slice(skip, skip + room)
 
 
 class StateStore(ABC):
@@ -178,9 +271,20 @@ class StateStore(ABC):
     def applied(self) -> int:
         """How many events have been applied in total."""
 
-    @abstractmethod
     def changes_since(self, sequence: int, limit: int = 10_000) -> list[tuple[int, ChangeRecord]]:
         """Membership-change log lines after ``sequence``, oldest first, with their numbers."""
+        return [
+            (first + i, record)
+            for first, block in self.change_blocks_since(sequence, limit)
+            for i, record in enumerate(block.records())
+        ]
+
+    @abstractmethod
+    def change_blocks_since(
+        self, sequence: int, limit: int = 10_000
+    ) -> list[tuple[int, ChangeBlock]]:
+        """The change-log lines after ``sequence`` (at most ``limit``), oldest first, as
+        blocks with the number of each block's first line."""
 
     @abstractmethod
     def last_change(self) -> int:

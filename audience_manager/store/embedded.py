@@ -24,14 +24,16 @@ import numpy as np
 from pyroaring import BitMap
 
 from audience_manager.store.base import (
+    ChangeBlock,
     ChangeRecord,
     JournalEntry,
     StateCommit,
     StateStore,
     StoreUnavailable,
     check_base,
-    numbered_lines,
+    numbered_block,
 )
+from audience_manager.store.changelog import decode_block, encode_block
 
 __all__ = ["EmbeddedStateStore"]
 
@@ -63,9 +65,7 @@ CREATE TABLE IF NOT EXISTS requests (
 #: chunk: a commit rewrites only the chunks its enters and exits fall in.
 CHUNK_BITS = 16
 
-_lines_encoder = msgspec.msgpack.Encoder()
 _rows_encoder = msgspec.json.Encoder()
-_lines_decoder = msgspec.msgpack.Decoder(list[ChangeRecord])
 
 
 class _Chunks:
@@ -109,9 +109,11 @@ class _Chunks:
             self.dirty.discard(key)
 
     def change(self, segment_id: str, dense: Sequence[int], add: bool) -> None:
-        ids = np.unique(np.asarray(dense, dtype=np.int64))
+        ids = np.asarray(dense, dtype=np.int64)
         if not len(ids):
             return
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # the processor's are sorted
+            ids = np.unique(ids)
         chunks = ids >> CHUNK_BITS
         bounds = np.flatnonzero(np.diff(chunks)) + 1
         for part in np.split(ids, bounds):
@@ -185,7 +187,7 @@ class EmbeddedStateStore(StateStore):
             if lines:
                 db.execute(
                     "INSERT INTO change_blocks (last, first, lines) VALUES (?, ?, ?)",
-                    (last, last - len(lines) + 1, _lines_encoder.encode(lines)),
+                    (last, last - len(lines) + 1, encode_block(lines)),
                 )
             db.execute("DROP TABLE members")
             db.execute("DROP TABLE changes")
@@ -285,7 +287,7 @@ class EmbeddedStateStore(StateStore):
                 first = int(db.execute("SELECT MAX(last) FROM change_blocks").fetchone()[0] or 0)
                 db.execute(
                     "INSERT INTO change_blocks (last, first, lines) VALUES (?, ?, ?)",
-                    (first + len(commit.changes), first + 1, _lines_encoder.encode(commit.changes)),
+                    (first + len(commit.changes), first + 1, encode_block(commit.changes)),
                 )
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('applied', ?) "
@@ -373,22 +375,27 @@ class EmbeddedStateStore(StateStore):
         rows = self._read("SELECT value FROM meta WHERE key = 'applied'")
         return int(rows[0][0]) if rows else 0
 
-    def changes_since(self, sequence: int, limit: int = 10_000) -> list[tuple[int, ChangeRecord]]:
-        lines: list[tuple[int, ChangeRecord]] = []
-        while len(lines) < limit:
+    def change_blocks_since(
+        self, sequence: int, limit: int = 10_000
+    ) -> list[tuple[int, ChangeBlock]]:
+        blocks: list[tuple[int, ChangeBlock]] = []
+        room = limit
+        while room > 0:
             rows = self._read(
                 "SELECT first, lines FROM change_blocks WHERE last > ? ORDER BY last LIMIT 8",
                 (sequence,),
             )
             for first, blob in rows:
-                block = _lines_decoder.decode(blob)
-                lines += numbered_lines(first, block, sequence, limit - len(lines))
-                sequence = lines[-1][0] if lines else sequence
-                if len(lines) >= limit:
+                start, block = numbered_block(first, decode_block(blob), sequence, room)
+                if len(block):
+                    blocks.append((start, block))
+                    room -= len(block)
+                    sequence = start + len(block) - 1
+                if room <= 0:
                     break
             if len(rows) < 8:
                 break
-        return lines
+        return blocks
 
     def last_change(self) -> int:
         rows = self._read("SELECT MAX(last) FROM change_blocks")

@@ -13,7 +13,8 @@ cluster and runs as one transaction):
 ``positions``        hash partition → next offset
 ``journal``          hash commit number → msgpack ``[positions, now]``
 ``changes``          stream: one entry per commit with change lines, its id ``<last line>-0``
-                     and its lines one msgpack blob, as in the embedded store's blocks
+                     and its lines one column-wise msgpack blob (``changelog.py``), as
+                     in the embedded store's blocks
 ``meta``             hash: ``commit`` (the last commit's id), ``commits``, ``lines``,
                      ``applied``
 ``pending``, ``requests``, ``request:<id>``  requests for the processor: unanswered ids in
@@ -59,7 +60,7 @@ from valkey.backoff import ExponentialBackoff
 from valkey.retry import Retry
 
 from audience_manager.store.base import (
-    ChangeRecord,
+    ChangeBlock,
     JournalEntry,
     ProfileWrite,
     StateCommit,
@@ -67,8 +68,9 @@ from audience_manager.store.base import (
     StoreError,
     StoreUnavailable,
     check_base,
-    numbered_lines,
+    numbered_block,
 )
+from audience_manager.store.changelog import decode_block, encode_block
 
 __all__ = ["RedisStateStore"]
 
@@ -85,8 +87,6 @@ _ARRAY_MAX = 4096  # Roaring stores containers with at most this many ids as arr
 _LSB_FIRST = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.uint8)
 _ANSWER_TTL = 3600
 
-_lines_encoder = msgspec.msgpack.Encoder()
-_lines_decoder = msgspec.msgpack.Decoder(list[ChangeRecord])
 _journal_decoder = msgspec.msgpack.Decoder(tuple[dict[int, int], int])
 
 # KEYS[1] sizes; ARGV: members key prefix, then the segments whose members changed.
@@ -402,7 +402,7 @@ class RedisStateStore(StateStore):
         entry = msgspec.msgpack.encode((commit.positions, commit.now))
         pipe.execute_command("HSET", self._key("journal"), seq, entry)
         if commit.changes:
-            blob = _lines_encoder.encode(commit.changes)
+            blob = encode_block(commit.changes)
             pipe.execute_command("XADD", self._key("changes"), f"{line}-0", "lines", blob)
         pipe.execute_command("HSET", meta, "commit", commit.id, "commits", seq, "lines", line)
         pipe.execute_command("HINCRBY", meta, "applied", commit.applied)
@@ -503,20 +503,26 @@ class RedisStateStore(StateStore):
     def applied(self) -> int:
         return int(self._call("HGET", self._key("meta"), "applied") or 0)
 
-    def changes_since(self, sequence: int, limit: int = 10_000) -> list[tuple[int, ChangeRecord]]:
-        lines: list[tuple[int, ChangeRecord]] = []
-        while len(lines) < limit:
-            blocks = self._call("XRANGE", self._key("changes"), sequence + 1, "+", "COUNT", 8)
-            for entry_id, fields in blocks:
-                block = _lines_decoder.decode(fields[b"lines"])
-                first = int(entry_id.split(b"-")[0]) - len(block) + 1
-                lines += numbered_lines(first, block, sequence, limit - len(lines))
-                sequence = lines[-1][0] if lines else sequence
-                if len(lines) >= limit:
+    def change_blocks_since(
+        self, sequence: int, limit: int = 10_000
+    ) -> list[tuple[int, ChangeBlock]]:
+        blocks: list[tuple[int, ChangeBlock]] = []
+        room = limit
+        while room > 0:
+            entries = self._call("XRANGE", self._key("changes"), sequence + 1, "+", "COUNT", 8)
+            for entry_id, fields in entries:
+                stored = decode_block(fields[b"lines"])
+                first = int(entry_id.split(b"-")[0]) - len(stored) + 1
+                start, block = numbered_block(first, stored, sequence, room)
+                if len(block):
+                    blocks.append((start, block))
+                    room -= len(block)
+                    sequence = start + len(block) - 1
+                if room <= 0:
                     break
-            if len(blocks) < 8:
+            if len(entries) < 8:
                 break
-        return lines
+        return blocks
 
     def last_change(self) -> int:
         return int(self._call("HGET", self._key("meta"), "lines") or 0)

@@ -21,7 +21,7 @@ runs' highest.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pyroaring import BitMap
@@ -33,11 +33,13 @@ from audience_manager.membership import (
     SegmentReference,
     count,
 )
-from audience_manager.store import ChangeRecord, StateStore
+from audience_manager.store import ChangeBlock, StateStore
+from audience_manager.store.base import CHANGE_KINDS
 
 __all__ = ["MembershipCache", "latest_sequence"]
 
 PAGE_SIZE = 10_000
+_ENTER, _EXIT = CHANGE_KINDS.index("enter"), CHANGE_KINDS.index("exit")
 
 
 def latest_sequence(store: StateStore) -> int:
@@ -51,10 +53,6 @@ def _negates(expr: AudienceExpression) -> bool:
     if isinstance(expr, SegmentReference):
         return False
     return any(_negates(operand) for operand in expr.operands)
-
-
-def _dense(values: Iterable[int]) -> np.ndarray[tuple[int], np.dtype[np.int64]]:
-    return np.fromiter(values, dtype=np.int64)
 
 
 def _bitmap_ids(bitmap: BitMap) -> np.ndarray[tuple[int], np.dtype[np.uint32]]:
@@ -123,45 +121,56 @@ class MembershipCache:
             # Nothing is loaded yet: start at the log's end, bitmaps come from the store.
             self._sequence = latest_sequence(self._store)
         while True:
-            page = self._store.changes_since(self._sequence, self._page_size)
-            if not page:
-                break
-            self._apply(record for _, record in page)
-            self._sequence = page[-1][0]
-            if len(page) < self._page_size:
+            blocks = self._store.change_blocks_since(self._sequence, self._page_size)
+            for first, block in blocks:
+                self._apply(block)
+                self._sequence = first + len(block) - 1
+            if sum(len(block) for _, block in blocks) < self._page_size:
                 break
         if self._highest is not None:
             fresh = self._store.users(int(self._highest.min()))
             if fresh:
                 self._add_users(_bitmap_ids(fresh))
 
-    def _apply(self, records: Iterable[ChangeRecord]) -> None:
+    def _apply(self, block: ChangeBlock) -> None:
+        """Apply a block's lines in order: the enters and exits between two ``erase`` or
+        ``drop`` lines at once, each member bit set to its latest line."""
+        start = 0
+        for stop in [*np.flatnonzero(block.kind > _EXIT).tolist(), len(block)]:
+            self._apply_flips(block, start, stop)
+            if stop < len(block):
+                (line,) = block.records(stop, stop + 1)
+                if line.change == "erase":
+                    if line.dense >= 0:
+                        self._membership.remove_user(line.dense)
+                elif line.segment_id in self._membership:  # drop
+                    self._membership.drop_segment(line.segment_id)
+            start = stop + 1
+
+    def _apply_flips(self, block: ChangeBlock, start: int, stop: int) -> None:
+        """Enters and exits of lines ``start`` to ``stop`` of segments held in memory."""
+        if stop <= start:
+            return
         membership = self._membership
-        latest: dict[tuple[str, int], bool] = {}  # (segment, user) -> member after the last
-
-        def flush() -> None:
-            enters: dict[str, list[int]] = {}
-            exits: dict[str, list[int]] = {}
-            for (segment_id, dense), member in latest.items():
-                (enters if member else exits).setdefault(segment_id, []).append(dense)
-            for segment_id, entered in enters.items():
-                membership.enter(segment_id, _dense(entered))
-            for segment_id, exited in exits.items():
-                membership.exit(segment_id, _dense(exited))
-            latest.clear()
-
-        for record in records:
-            if record.change == "erase":
-                flush()
-                if record.dense >= 0:
-                    membership.remove_user(record.dense)
-            elif record.change == "drop":
-                flush()
-                if record.segment_id in membership:
-                    membership.drop_segment(record.segment_id)
-            elif record.dense >= 0 and record.segment_id in membership:
-                latest[(record.segment_id, record.dense)] = record.change == "enter"
-        flush()
+        held = np.array([s in membership for s in block.segments], dtype=np.bool_)
+        segment, dense = block.segment[start:stop], block.dense[start:stop]
+        kept = held[segment] & (dense >= 0)
+        if not kept.any():
+            return
+        # One key per (segment, user); the first of each in reverse is the latest line.
+        keys = (segment[kept].astype(np.int64) << 32) | dense[kept]
+        unique, first = np.unique(keys[::-1], return_index=True)
+        entered = (block.kind[start:stop][kept][::-1] == _ENTER)[first]
+        segments = (unique >> 32).tolist()
+        bounds = np.flatnonzero(np.diff(unique >> 32)) + 1
+        for begin, end in zip([0, *bounds.tolist()], [*bounds.tolist(), len(unique)], strict=True):
+            segment_id = block.segments[segments[begin]]
+            ids = unique[begin:end] & 0xFFFFFFFF
+            member = entered[begin:end]
+            if member.any():
+                membership.enter(segment_id, ids[member])
+            if not member.all():
+                membership.exit(segment_id, ids[~member])
 
     def _load(self, segment_ids: set[str]) -> None:
         for segment_id in sorted(segment_ids):

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from audience_manager.engine import Engine, Event, ManualClock, SegmentDefinition
+import numpy as np
+import pytest
+
+from audience_manager.engine import (
+    ChangeRun,
+    Engine,
+    Event,
+    ManualClock,
+    MembershipChange,
+    MembershipChanges,
+    SegmentDefinition,
+)
 from audience_manager.rules.attributes import ComputedAttribute
 from audience_manager.rules.model import parse_rules
 
@@ -139,3 +150,23 @@ def test_bulk_profiles_equal_single_profiles() -> None:
         expected.append(profile)
 
     assert engine.profiles(users) == expected
+
+
+def test_membership_changes_read_as_a_list_of_changes() -> None:
+    rows = np.array([0, 1], dtype=np.int64)
+    changes = MembershipChanges([ChangeRun("s", rows, ["a", "b"], True, 5)])
+    changes.add(ChangeRun("t", rows[:1], ["a"], False, 6))
+    changes.add(ChangeRun("t", rows[:0], [], True, 6))  # empty: ignored
+    expected = [
+        MembershipChange("s", "a", "enter", 5),
+        MembershipChange("s", "b", "enter", 5),
+        MembershipChange("t", "a", "exit", 6),
+    ]
+    assert changes == expected
+    assert len(changes) == 3
+    assert [changes[i] for i in range(-3, 3)] == expected + expected
+    with pytest.raises(IndexError):
+        changes[3]
+    assert changes[:2] == expected[:2]
+    assert changes + MembershipChanges() == expected
+    assert MembershipChanges() == []

@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -91,3 +93,27 @@ def test_matches_a_reference_dictionary(ops: list[tuple[str, str]]) -> None:
     for dense in released:
         with pytest.raises(KeyError):
             ids.user_id(dense)
+
+
+def test_ids_survive_pickling_and_read_the_earlier_list_form() -> None:
+    ids = UserIds()
+    ids.intern_many(["a", "b", "c"])
+    ids.release("b")
+    restored = pickle.loads(pickle.dumps(ids))
+    assert restored.user_ids(np.array([2, 0])) == ["c", "a"]
+    assert restored.capacity == 3
+    assert restored.intern("d") == 3
+    earlier = UserIds.__new__(UserIds)
+    earlier.__setstate__((None, {"_dense": {"a": 0, "c": 2}, "_user_ids": ["a", None, "c"]}))
+    assert earlier.user_ids(np.array([0, 2])) == ["a", "c"]
+    with pytest.raises(KeyError):
+        earlier.user_ids(np.array([1]))
+
+
+def test_rows_and_released() -> None:
+    ids = UserIds()
+    ids.intern_many(["a", "b", "c"])
+    assert ids.rows(["c", "x", "a"]).tolist() == [2, -1, 0]
+    assert ids.released(np.array([0, 1])).tolist() == [False, False]
+    ids.release("b")
+    assert ids.released(np.array([0, 1, 2])).tolist() == [False, True, False]
