@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     snapshots: Path | None = None
     #: Publish membership changes to the ``membership-changes`` topic (default: with Kafka).
     publish_changes: bool | None = None
+    #: Membership-change log lines the state store keeps (the newest; older ones are
+    #: trimmed once published). Readers that fall further behind reload their bitmaps.
+    change_log_lines: int = Field(default=2_000_000, ge=1)
     log_level: str = "INFO"
     # The event log: Kafka when ``bus_url`` is set, else the embedded log in ``data_dir``.
     bus_url: str | None = None

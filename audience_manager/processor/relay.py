@@ -70,6 +70,10 @@ class ChangeRelay:
         self.topic = topic
         self.position = store.marker(_MARKER)
 
+    def resume(self) -> None:
+        """Carry on from the stored marker (another relay may have moved it)."""
+        self.position = self.store.marker(_MARKER)
+
     def relay(self, page: int = 500_000) -> int:
         """Publish every line after the marker; returns how many were published."""
         published = 0

@@ -61,6 +61,9 @@ class ProcessorConfig:
     snapshots: Path = field(default=Path(".data/state/snapshots"))
     #: Where the membership-change log is published (None: not published).
     changes_topic: str | None = CHANGES
+    #: How many of the newest membership-change log lines the store keeps (older ones
+    #: are trimmed at snapshots, once published); None keeps every line.
+    changes_kept: int | None = 2_000_000
 
 
 class Processor:
@@ -197,6 +200,8 @@ class Processor:
             starts.update(self._restore(task))
             self._sync_definitions(task, force=True)
             self.tasks[partition] = task
+        if 0 in partitions and self.relay is not None:
+            self.relay.resume()  # another processor may have published since
         log.info("partitions %s gained at %s", partitions, starts)
         return starts
 
@@ -279,9 +284,21 @@ class Processor:
             self._relay()
 
     def _relay(self) -> None:
-        """Publish change lines committed outside the writer thread (it is idle now)."""
-        if self.relay is not None:
+        """Publish change lines committed (on the writer thread, or outside it while it is
+        idle). Where processors share the partitions, the holder of partition 0 does."""
+        if self.relay is not None and (not self.partitioned or 0 in self.tasks):
             self.relay.relay()
+
+    def _trim(self) -> None:
+        """Forget change-log lines beyond the newest ``changes_kept`` once published."""
+        kept = self.config.changes_kept
+        if kept is None:
+            return
+        through = self.store.last_change() - kept
+        if self.relay is not None:
+            through = min(through, self.relay.position)
+        if through > 0:
+            self.store.trim_changes(through)
 
     def _history(self, task: Task) -> Iterator[list[Event]]:
         group = self.config.group + "-history"
@@ -292,6 +309,7 @@ class Processor:
         self._settle()
         for task in self.held():
             self._snapshot(task)
+        self._trim()
         self._last_snapshot = time.monotonic()
 
     def _snapshot(self, task: Task) -> None:
@@ -336,6 +354,8 @@ class Processor:
             self._inflight = (future, dict(state.positions))
         else:
             self._settle()  # idle: nothing to overlap with
+            if self.partitioned:
+                self._relay()  # lines other processors committed meanwhile
         return applied
 
     def _write(self, state: StateCommit, poison: list[tuple[str, bytes]]) -> None:

@@ -42,6 +42,7 @@ def run_processor(settings: Settings, stop: threading.Event | None = None) -> No
             snapshot_every=settings.snapshot_seconds,
             snapshots=settings.snapshot_dir,
             changes_topic=CHANGES if settings.changes_topic_on else None,
+            changes_kept=settings.change_log_lines,
         )
         processor = Processor(backends.bus, backends.store, backends.catalog, config, watcher)
         delay = 0.5

@@ -291,6 +291,12 @@ class StateStore(ABC):
         """The number of the newest membership-change log line (0 when there is none)."""
 
     @abstractmethod
+    def trim_changes(self, through: int) -> None:
+        """Forget the change-log blocks whose lines are all numbered ``through`` or below,
+        except the newest block: a reader that asks for lines after a forgotten one then
+        sees the gap (its first line is numbered beyond the one it asked after)."""
+
+    @abstractmethod
     def marker(self, name: str) -> int:
         """A named counter the processor keeps beside its state (0 until set)."""
 

@@ -401,6 +401,14 @@ class EmbeddedStateStore(StateStore):
         rows = self._read("SELECT MAX(last) FROM change_blocks")
         return int(rows[0][0] or 0)
 
+    def trim_changes(self, through: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM change_blocks WHERE last <= ? "
+                "AND last < (SELECT MAX(last) FROM change_blocks)",
+                (through,),
+            )
+
     def marker(self, name: str) -> int:
         rows = self._read("SELECT value FROM meta WHERE key = ?", ("marker:" + name,))
         return int(rows[0][0]) if rows else 0

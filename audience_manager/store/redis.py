@@ -527,6 +527,13 @@ class RedisStateStore(StateStore):
     def last_change(self) -> int:
         return int(self._call("HGET", self._key("meta"), "lines") or 0)
 
+    def trim_changes(self, through: int) -> None:
+        key = self._key("changes")
+        newest = self._call("XREVRANGE", key, "+", "-", "COUNT", 1)
+        if newest:
+            last = int(newest[0][0].split(b"-")[0])
+            self._call("XTRIM", key, "MINID", f"{min(through + 1, last)}-0")
+
     def marker(self, name: str) -> int:
         return int(self._call("HGET", self._key("markers"), name) or 0)
 

@@ -5,6 +5,9 @@ current from then on by the membership-change log: before every read, the change
 after the last one applied are replayed (``enter``/``exit`` set a member bit, ``erase``
 forgets a user everywhere, ``drop`` forgets a deleted segment).
 
+A cache that falls behind the log's trimming (``StateStore.trim_changes``) sees a gap in
+the line numbers and starts over: every bitmap is read from the store again.
+
 Why replaying is exact: a bitmap is loaded *after* the log has been applied up to some
 record S, so it reflects every record up to S and maybe a few later ones. Replaying the
 records after S in order sets each member bit to the value of its latest record, which
@@ -122,6 +125,13 @@ class MembershipCache:
             self._sequence = latest_sequence(self._store)
         while True:
             blocks = self._store.change_blocks_since(self._sequence, self._page_size)
+            if blocks and blocks[0][0] > self._sequence + 1:
+                # Lines not applied yet were trimmed from the log: start over from the
+                # store's bitmaps, at the log's end.
+                self._membership = SegmentMembership()
+                self._highest = None
+                self._sequence = latest_sequence(self._store)
+                continue
             for first, block in blocks:
                 self._apply(block)
                 self._sequence = first + len(block) - 1

@@ -188,6 +188,24 @@ def test_the_change_log_reads_across_many_commits(store: StateStore) -> None:
     assert store.changes_since(5, limit=30) == list(enumerate(lines, start=1))[5:35]
 
 
+def test_trimmed_change_blocks_leave_a_gap_and_the_numbering_goes_on(
+    store: StateStore,
+) -> None:
+    lines = [ChangeRecord("s", f"u{i}", i, "enter", i) for i in range(9)]
+    for i in range(3):
+        store.commit(StateCommit({0: i + 1}, i, changes=lines[3 * i : 3 * i + 3]))
+    store.trim_changes(4)  # the first block only: the second still holds line 5
+    assert store.changes_since(0)[0] == (4, lines[3])
+    store.trim_changes(100)  # the newest block stays
+    assert store.changes_since(0) == list(enumerate(lines, start=1))[6:]
+    assert store.last_change() == 9
+    store.commit(StateCommit({0: 4}, 4, changes=[ChangeRecord("s", "x", 9, "exit", 9)]))
+    assert store.last_change() == 10
+    assert store.changes_since(8) == [(9, lines[8]), (10, ChangeRecord("s", "x", 9, "exit", 9))]
+    store.trim_changes(0)  # nothing to forget
+    assert len(store.changes_since(0)) == 4
+
+
 def test_users_above_a_dense_id(store: StateStore) -> None:
     dense = [3, 65_535, 65_536, 200_000, 4_000_000]
     store.commit(StateCommit({0: 1}, 1, profiles(*((d, f"u{d}") for d in dense))))

@@ -224,6 +224,27 @@ def test_membership_changes_reach_the_topic_at_least_once(platform: Platform) ->
     assert len(published_changes(platform)) == 3
 
 
+def test_the_change_log_keeps_its_newest_lines_once_they_are_published(
+    platform: Platform,
+) -> None:
+    platform.catalog.create_segment(SegmentCreate(name="High", rules=HIGH_VALUE))
+    processor = platform.processor()
+    processor.config = ProcessorConfig(snapshots=platform.directory / "snapshots", changes_kept=3)
+    processor.recover()
+    for user in "abcdefgh":
+        platform.send(purchase(user, 1500))
+        drain(processor)
+    assert platform.store.last_change() == 8
+    processor.relay.position = 2  # as if the relay were behind: unpublished lines stay
+    processor.snapshot()
+    assert [n for n, _ in platform.store.changes_since(0)] == list(range(3, 9))
+    processor.relay.position = 8
+    processor.snapshot()
+    assert [n for n, _ in platform.store.changes_since(0)] == [6, 7, 8]
+    processor.close()
+    assert [m["sequence"] for m in published_changes(platform)] == list(range(1, 9))
+
+
 def test_the_catalog_is_read_when_the_watcher_says_not_every_step(platform: Platform) -> None:
     statements: list[str] = []
     event.listen(

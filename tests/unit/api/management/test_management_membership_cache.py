@@ -96,6 +96,21 @@ def test_users_of_partitions_that_number_them_apart_all_join_the_universe(
     assert set(cache.universe()) == {0, 1, 2, 3, 4, 5, 6, 7, 10, 12, 400}
 
 
+def test_a_cache_behind_the_trimmed_log_reads_the_store_again(
+    store: EmbeddedStateStore, writer: Writer
+) -> None:
+    writer.commit(enters={"a": [1, 2]})
+    cache = MembershipCache(store)
+    assert members(cache, "a") == {1, 2}
+    writer.commit(exits={"a": [1]})
+    writer.commit(enters={"a": [3]})
+    writer.commit(enters={"a": [4]})
+    store.trim_changes(store.last_change())  # the exit of 1 is forgotten
+    assert members(cache, "a") == {2, 3, 4}
+    writer.commit(exits={"a": [4]})
+    assert members(cache, "a") == {2, 3}
+
+
 def _expression(rng: random.Random, depth: int = 0) -> Any:
     if depth >= 3 or rng.random() < 0.3:
         return rng.choice("abcde")
