@@ -11,7 +11,8 @@ progress is the share of partitions built.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ from audience_manager.store import ChangeRecord, StateCommit, StateStore
 __all__ = ["DefinitionSync"]
 
 log = logging.getLogger(__name__)
+#: Seconds between progress reports while a segment's history is replayed.
+PROGRESS_EVERY = 0.5
 History = Callable[[], Iterable[Sequence[Event]]]
 
 
@@ -44,6 +47,8 @@ class DefinitionSync:
     ) -> None:
         self.catalog = catalog
         self.history = history
+        #: How many events ``history`` holds (for progress while it is replayed).
+        self.history_size: Callable[[], int] = lambda: 0
         #: The engine's place among the store's ids. With a stride above 1 the engine is
         #: one of ``partitions`` that share every segment: each commits only its own
         #: members, and a segment is ACTIVE once every partition has built it.
@@ -117,7 +122,9 @@ class DefinitionSync:
             )
             rules = parse_rules(segment.rules) if segment.rules is not None else None
             definition = SegmentDefinition(segment.id, segment.name, rules, segment.type)
-            changes = engine.upsert_segment(definition, history=self.history())
+            span = 1 / self.partitions if shared else 1.0
+            history = self._progress(segment, self.history(), progress, span)
+            changes = engine.upsert_segment(definition, history=history)
         except (RuleValidationError, KeyError, ValueError) as exc:
             log.warning("segment %s failed: %s", segment.id, exc)
             self._status(segment, "FAILED", reason=str(exc))
@@ -144,6 +151,21 @@ class DefinitionSync:
         store.commit(commit)
         self.segments[segment.id] = segment.version
         self._status(segment, "ACTIVE", size=len(members))
+
+    def _progress(
+        self, segment: SegmentRead, batches: Iterable[Sequence[Event]], start: float, span: float
+    ) -> Iterator[Sequence[Event]]:
+        """The history's batches, reporting how far the replay got as the segment's progress
+        (from ``start``, over ``span``) at most every ``PROGRESS_EVERY`` seconds."""
+        total = max(1, self.history_size())
+        done, reported = 0, time.monotonic()
+        for batch in batches:
+            yield batch
+            done += len(batch)
+            if time.monotonic() - reported >= PROGRESS_EVERY:
+                reported = time.monotonic()
+                progress = start + span * min(done / total, 0.99)
+                self._status(segment, "BUILDING", progress=round(progress, 4))
 
     def _built(self, store: StateStore, segment: SegmentRead) -> int:
         """How many partitions have built this version of the segment."""

@@ -102,6 +102,7 @@ class Processor:
         sync = DefinitionSync(self.catalog, space=space, partitions=shared)
         task = Task(partitions, space, sync, snapshots, self.clock)
         sync.history = lambda: self._history(task)
+        sync.history_size = lambda: task.history_size(self.bus.beginning_offsets(EVENTS))
         return task
 
     def held(self) -> list[Task]:

@@ -8,7 +8,7 @@ store's, so tasks of different processors never hand out the same store id.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +144,10 @@ class Task:
         return False
 
     # -- history ----------------------------------------------------------------------
+
+    def history_size(self, beginning: Mapping[int, int]) -> int:
+        """How many retained events of the task's partitions it has applied."""
+        return sum(max(0, o - beginning.get(p, 0)) for p, o in self.positions.items())
 
     def history(self, bus: EventBus, topic: str, group: str, batch: int) -> Iterator[list[Event]]:
         """The retained events of the task's partitions already applied, in batches."""

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -22,6 +23,7 @@ from audience_manager.catalog.service import CatalogService
 from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.engine import ManualClock
 from audience_manager.engine.documents import decode_profile
+from audience_manager.processor import definitions
 from audience_manager.processor.codec import WireEvent, encode_erase, encode_event
 from audience_manager.processor.relay import CHANGES
 from audience_manager.processor.runtime import DEAD_LETTER, EVENTS, Processor, ProcessorConfig
@@ -123,6 +125,41 @@ def test_a_new_segment_is_backfilled_and_sized(platform: Platform) -> None:
     read = platform.catalog.get_segment(segment.id)
     assert (read.status, read.size) == ("ACTIVE", 3)
     assert platform.store.sizes() == {segment.id: 3}
+
+
+def test_replaying_history_for_a_new_segment_reports_progress(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processor = platform.processor()
+    processor.config = ProcessorConfig(snapshots=platform.directory / "snapshots", max_batch=50)
+    processor.recover()
+    logins = [
+        WireEvent(user_id=f"u{i % 40}", event_type="login", timestamp=T0 + i, properties={})
+        for i in range(1_000)
+    ]
+    platform.send(*logins)
+    drain(processor)
+
+    monkeypatch.setattr(definitions, "PROGRESS_EVERY", 0.0)
+    reported: list[tuple[str, float | None]] = []
+    set_status = platform.catalog.set_status
+
+    def recorded(segment_id: str, status: Any, **fields: Any) -> Any:
+        reported.append((status, fields.get("progress")))
+        return set_status(segment_id, status, **fields)
+
+    monkeypatch.setattr(platform.catalog, "set_status", recorded)
+    rules = {"conditions": [{"event": "login", "count": {"operator": "gte", "value": 25}}]}
+    segment = platform.catalog.create_segment(SegmentCreate(name="Regulars", rules=rules))
+    processor.step()
+
+    progress = [p for status, p in reported if status == "BUILDING"]
+    assert progress[0] == 0.0
+    assert len(progress) > 10  # the replay of 1,000 events in batches of 50
+    assert progress == sorted(progress)
+    assert 0.0 < progress[-1] < 1.0
+    read = platform.catalog.get_segment(segment.id)
+    assert (read.status, read.size) == ("ACTIVE", 40)
 
 
 def test_duplicates_are_applied_once_and_poison_goes_to_dead_letters(platform: Platform) -> None:
