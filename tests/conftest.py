@@ -7,4 +7,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-pytest_plugins = ["services.postgres", "services.valkey", "services.kafka"]
+pytest_plugins = [
+    "services.postgres",
+    "services.valkey",
+    "services.valkey_cluster",
+    "services.kafka",
+]

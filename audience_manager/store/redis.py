@@ -40,11 +40,18 @@ still to run when the retry reads, ``WATCH`` aborts whichever of the two runs se
 command in the transaction has its input checked beforehand, so none fails inside ``EXEC``
 (Redis would not roll the others back). The Lua scripts reach member keys by the prefix they
 are given; all keys hash to the tag's slot, which Redis Cluster allows.
+
+Redis Cluster: the URL may name any node. The store asks it which node serves the tag's
+slot (``CLUSTER SLOTS``) and talks to that one; a ``MOVED`` answer (a failover, a resharding)
+sends it after the slot, and the call fails as unavailable so the caller retries. Different
+prefixes (``AM_STATE_PREFIX``) land on different slots, so several platforms spread over a
+cluster's nodes; one platform's state lives on one node (and its replicas).
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -77,6 +84,7 @@ __all__ = ["RedisStateStore"]
 #: Errors the server answers while it cannot serve for a while (a long script, a failover);
 #: the client library raises ``ConnectionError`` for ``LOADING`` (a restart) itself.
 _TRANSIENT = ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
+_MOVED = re.compile(r"MOVED \d+ (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
 _ATTEMPTS = 5  # commit transactions tried before giving up (WATCH conflicts, lost replies)
 _BITFIELD_OPS = 256
 _HSET_ARGS = 2_000  # the server parses and runs a few commands of this size faster than one
@@ -272,6 +280,19 @@ class _Client(_Commands, Protocol):
     def close(self) -> None: ...
 
 
+def _connect(url: str) -> _Client:
+    return cast(
+        _Client,
+        valkey.Valkey.from_url(
+            url,
+            socket_timeout=10.0,
+            socket_connect_timeout=5.0,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+            retry_on_error=[valkey.ConnectionError, valkey.TimeoutError],
+        ),
+    )
+
+
 class RedisStateStore(StateStore):
     """State in Redis or Valkey at ``url`` (``redis://``, ``rediss://``, ``valkey://``,
     ``valkeys://``), under keys tagged ``{prefix}``; thread-safe."""
@@ -280,20 +301,41 @@ class RedisStateStore(StateStore):
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError(f"the key prefix must be non-empty, without braces: {prefix!r}")
         self.prefix = prefix
+        self._seed = self._target = url
         self._url = _redacted(url)
-        self._client = cast(
-            _Client,
-            valkey.Valkey.from_url(
-                url,
-                socket_timeout=10.0,
-                socket_connect_timeout=5.0,
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-                retry_on_error=[valkey.ConnectionError, valkey.TimeoutError],
-            ),
-        )
+        self._client = _connect(url)
+        self._routed = False  # whether the client is known to talk to the tag's node
 
     def __repr__(self) -> str:
         return f"RedisStateStore({self._url!r}, prefix={self.prefix!r})"
+
+    def _route(self) -> None:
+        """On Redis Cluster, talk to the node serving the tag's slot (every key lives
+        there); a single server serves every key itself."""
+        try:
+            slots = self._client.execute_command("CLUSTER", "SLOTS")
+        except valkey.ResponseError:  # cluster support disabled: a single server
+            self._routed = True
+            return
+        slot = int(self._client.execute_command("CLUSTER", "KEYSLOT", "{" + self.prefix + "}"))
+        for first, last, owner, *_ in slots:
+            if int(first) <= slot <= int(last):
+                host = owner[0].decode() if isinstance(owner[0], bytes) else str(owner[0])
+                self._follow(host, int(owner[1]))
+                return
+        raise StoreUnavailable(f"{self!r}: no cluster node serves slot {slot}")
+
+    def _follow(self, host: str, port: int) -> None:
+        """Talk to ``host:port`` from now on (same credentials, TLS and options)."""
+        parts = urlsplit(self._seed)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = (userinfo + "@" if userinfo else "") + f"{host}:{port}"
+        url = parts._replace(netloc=netloc).geturl()
+        if url != self._target:
+            self._client.close()
+            self._client = _connect(url)
+            self._target, self._url = url, _redacted(url)
+        self._routed = True
 
     def _key(self, *parts: str) -> str:
         """A key of this store: all share the hash tag, so they live in one cluster slot."""
@@ -305,10 +347,17 @@ class RedisStateStore(StateStore):
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
+            if not self._routed:
+                self._route()
             yield
         except (valkey.ConnectionError, valkey.TimeoutError, valkey.ReadOnlyError) as exc:
+            self._routed = False  # a failover may have moved the slot: ask again next time
             raise StoreUnavailable(f"{self!r}: {exc}") from exc
         except valkey.ResponseError as exc:
+            moved = _MOVED.search(str(exc))
+            if moved is not None:  # the slot moved: go after it, the caller retries
+                self._follow(moved["host"], int(moved["port"]))
+                raise StoreUnavailable(f"{self!r}: {exc}") from exc
             if str(exc).startswith(_TRANSIENT):
                 raise StoreUnavailable(f"{self!r}: {exc}") from exc
             raise StoreError(f"{self!r}: {exc}") from exc

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
+import valkey
+from services.valkey_cluster import ValkeyCluster
 
 from audience_manager.store import (
     ChangeRecord,
@@ -20,7 +24,7 @@ from audience_manager.store import (
 )
 from audience_manager.store.redis import RedisStateStore
 
-BACKENDS = ["embedded", "redis"]
+BACKENDS = ["embedded", "redis", "redis-cluster"]
 
 
 def open_store(backend: str, location: str) -> StateStore:
@@ -29,6 +33,23 @@ def open_store(backend: str, location: str) -> StateStore:
         return EmbeddedStateStore(Path(location))
     url, prefix = location.rsplit("#", 1)
     return RedisStateStore(url, prefix=prefix)
+
+
+@contextlib.contextmanager
+def cluster_prefix(cluster: ValkeyCluster) -> Iterator[tuple[str, str]]:
+    """A key prefix whose slot another node serves than the first one, which is the one a
+    store is given: it has to find the right node. Yields the first node's URL and the
+    prefix; the prefix's keys are deleted afterwards."""
+    while True:
+        prefix = f"test-{secrets.token_hex(4)}"
+        owner = cluster.owner("{" + prefix + "}")
+        if owner != cluster.urls[0] or len(cluster.urls) == 1:
+            break
+    yield cluster.urls[0], prefix
+    with valkey.Valkey.from_url(owner) as client:
+        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1_000))
+        if keys:
+            client.delete(*keys)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -41,6 +62,10 @@ def location(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> It
     """Where a fresh store of the backend lives (a Redis one under a prefix of its own)."""
     if backend == "embedded":
         yield str(tmp_path / "state")
+        return
+    if backend == "redis-cluster":
+        with cluster_prefix(request.getfixturevalue("valkey_cluster")) as (url, prefix):
+            yield f"{url}#{prefix}"
         return
     server = request.getfixturevalue("valkey_server")
     with server.prefix() as prefix:
