@@ -146,6 +146,12 @@ class KafkaEventBus(EventBus):
             self._producer = Producer(producer)
         except KafkaException as exc:
             raise BusError(f"invalid Kafka client configuration: {exc}") from exc
+        self._producer_settings = producer
+        # A second producer for publish_many, made on first use: it reports failed
+        # deliveries only, so records that arrive cost no Python call each.
+        self._bulk: Producer | None = None
+        self._bulk_lock = threading.Lock()
+        self._bulk_failures: list[KafkaError] = []
         self._lock = threading.Lock()
         self._topics: set[str] = set()  # topics known to exist with the right partitions
         self._consumers: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()
@@ -194,6 +200,65 @@ class KafkaEventBus(EventBus):
         offsets = [iter(found) for found in delivered]
         return [(partition, next(offsets[partition])) for partition in chosen]
 
+    def publish_many(self, topic: str, keys: Sequence[str], values: Sequence[bytes]) -> None:
+        """Send records; return once all are acknowledged, without their offsets.
+
+        Placement is the same as ``publish``'s: the client's ``murmur2_random`` partitioner
+        is Kafka's default one for every non-null key."""
+        check_name("topic", topic)
+        if len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys for {len(values)} values")
+        if not keys:
+            return
+        if set(map(type, keys)) != {str}:
+            raise TypeError("record keys must be str")
+        if any(not issubclass(kind, bytes) for kind in set(map(type, values))):
+            raise TypeError("record values must be bytes")
+        # A UTF-8 character takes at most 4 bytes: count exactly only when that could matter.
+        if 4 * max(map(len, keys)) + max(map(len, values)) > self._max_record_bytes:
+            encoded = [key.encode() for key in keys]
+            if max(map(operator.add, map(len, encoded), map(len, values))) > self._max_record_bytes:
+                limit = self._max_record_bytes
+                raise ValueError(f"a record's key and value must total at most {limit} bytes")
+        self._ensure_topic(topic)
+        with self._bulk_lock:
+            producer = self._bulk_producer()
+            failures = self._bulk_failures
+            failures.clear()
+            produce, poll = producer.produce, producer.poll
+            try:
+                for key, value in zip(keys, values, strict=True):
+                    try:
+                        produce(topic, value, key)
+                    except BufferError:  # the client's queue is full: let it drain
+                        while True:
+                            poll(0.01)
+                            try:
+                                produce(topic, value, key)
+                                break
+                            except BufferError:
+                                continue
+                left = producer.flush(self.timeout + 5)
+            except KafkaException as exc:
+                raise _unavailable(f"cannot publish to {topic}", exc) from exc
+            if failures:
+                raise BusUnavailable(f"cannot publish to {topic}: {failures[0].str()}")
+            if left:
+                raise BusUnavailable(f"cannot publish to {topic}: no acknowledgement in time")
+
+    def _bulk_producer(self) -> Producer:
+        if self._bulk is None:
+            failures = self._bulk_failures
+            self._bulk = Producer(
+                {
+                    **self._producer_settings,
+                    "partitioner": "murmur2_random",
+                    "delivery.report.only.error": True,
+                    "on_delivery": lambda error, _message: failures.append(error),
+                }
+            )
+        return self._bulk
+
     def end_offsets(self, topic: str) -> dict[int, int]:
         """The high watermark of each partition: the offset its next record will get."""
         return self._list_offsets(topic, _LATEST)
@@ -218,6 +283,8 @@ class KafkaEventBus(EventBus):
         for consumer in list(self._consumers):
             consumer.close()
         self._producer.flush(self.timeout)
+        if self._bulk is not None:
+            self._bulk.flush(self.timeout)
 
     def _check_open(self) -> None:
         if self._closed:

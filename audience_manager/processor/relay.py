@@ -15,7 +15,7 @@ from audience_manager.bus.base import EventBus
 from audience_manager.store import ChangeBlock, ChangeRecord, StateStore
 from audience_manager.store.base import CHANGE_KINDS
 
-__all__ = ["CHANGES", "ChangeRelay", "change_message", "change_messages"]
+__all__ = ["CHANGES", "ChangeRelay", "change_message", "change_messages", "change_values"]
 
 CHANGES = "membership-changes"
 _MARKER = "relayed-changes"
@@ -40,14 +40,20 @@ def change_message(sequence: int, line: ChangeRecord) -> bytes:
 
 def change_messages(first: int, block: ChangeBlock) -> list[tuple[str, bytes]]:
     """The topic's records for a block of lines numbered from ``first``: the same bytes as
-    :func:`change_message` gives, put together from pieces encoded once per block."""
+    :func:`change_message` gives."""
+    return list(zip(block.user_ids, change_values(first, block), strict=True))
+
+
+def change_values(first: int, block: ChangeBlock) -> list[bytes]:
+    """The topic's values for a block of lines numbered from ``first`` (its keys are the
+    block's user ids), put together from pieces encoded once per block."""
     if not len(block):
         return []
     heads = [b'{"segmentId":%b,"userId":' % _encoder.encode(s) for s in block.segments]
     kinds = [b',"change":"%b","at":' % k.encode() for k in CHANGE_KINDS]
     # One JSON string per line: JSON never holds a raw newline.
     users = _encoder.encode_lines(block.user_ids).split(b"\n")[:-1]
-    values = [
+    return [
         b'%b%b%b%d,"sequence":%d}' % (heads[s], user, kinds[k], at, n)
         for s, user, k, at, n in zip(
             block.segment.tolist(),
@@ -58,7 +64,6 @@ def change_messages(first: int, block: ChangeBlock) -> list[tuple[str, bytes]]:
             strict=True,
         )
     ]
-    return list(zip(block.user_ids, values, strict=True))
 
 
 class ChangeRelay:
@@ -81,11 +86,13 @@ class ChangeRelay:
             blocks = self.store.change_blocks_since(self.position, page)
             if not blocks:
                 return published
-            records: list[tuple[str, bytes]] = []
+            keys: list[str] = []
+            values: list[bytes] = []
             for first, block in blocks:
-                records += change_messages(first, block)
-            self.bus.publish(self.topic, records)
+                keys += block.user_ids
+                values += change_values(first, block)
+            self.bus.publish_many(self.topic, keys, values)  # durable once it returns
             first, block = blocks[-1]
             self.position = first + len(block) - 1
             self.store.set_marker(_MARKER, self.position)
-            published += len(records)
+            published += len(keys)

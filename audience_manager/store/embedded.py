@@ -9,6 +9,7 @@ replaying the event log.
 
 from __future__ import annotations
 
+import array
 import json
 import secrets
 import sqlite3
@@ -119,7 +120,8 @@ class _Chunks:
         for part in np.split(ids, bounds):
             chunk = int(part[0]) >> CHUNK_BITS
             bits = self.get(segment_id, chunk)
-            values = part.astype(np.uint32)
+            # pyroaring copies an array.array at once but walks a numpy array id by id.
+            values = array.array("I", part.astype(np.uint32).tobytes())
             if add:
                 bits.update(values)
             else:

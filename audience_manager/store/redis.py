@@ -25,7 +25,10 @@ Why native bitmaps for members rather than Roaring chunks as in the embedded sto
 flips bits in place with ``BITFIELD`` (a few bytes per change, in the command and in the
 append-only file) and recounts the segments it changed with ``BITCOUNT`` (a popcount, about
 0.1 ms per 10M users) inside the same transaction, so sizes are exact. Roaring chunks would
-have to be read, changed and rewritten whole by the client on every commit. Reads stay fast:
+have to be read, changed and rewritten whole by the client on every commit. Where a segment's
+changes in a commit lie close together (a cold start, a new segment filling up), the byte
+range they fall in is read after ``WATCH`` and written back with ``SETRANGE`` instead: one
+command rather than thousands of bit operations. Reads stay fast:
 ``bitmap`` fetches one string (1.25 MB at 10M users) and turns it into Roaring's serialized
 form with numpy (a full 8 KB container is the string's bytes, bit-reversed), which pyroaring
 loads at once. The cost is memory: a segment takes (highest member id) / 8 bytes however few
@@ -61,6 +64,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import valkey
 from pyroaring import BitMap
 from valkey.backoff import ExponentialBackoff
@@ -87,6 +91,9 @@ _TRANSIENT = ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
 _MOVED = re.compile(r"MOVED \d+ (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
 _ATTEMPTS = 5  # commit transactions tried before giving up (WATCH conflicts, lost replies)
 _BITFIELD_OPS = 256
+# A BITFIELD operation costs about this many bytes to send, parse and log: a segment whose
+# changes are denser than that is cheaper rewritten as the byte range they fall in.
+_PATCH_BYTES = 16
 _HSET_ARGS = 2_000  # the server parses and runs a few commands of this size faster than one
 _NAME_BITS = 7
 _NAME_MASK = (1 << _NAME_BITS) - 1
@@ -195,6 +202,41 @@ def _bitfields(ids: Iterable[int], value: bytes | None) -> list[list[bytes]]:
     return [[x for op in ops[i : i + step] for x in op] for i in range(0, len(ops), step)]
 
 
+@dataclass(frozen=True, slots=True)
+class _Patch:
+    """A segment's enters and exits as the bytes ``low`` to ``high`` of its bitmap rewritten."""
+
+    low: int
+    high: int
+    entered: npt.NDArray[np.int64]
+    exited: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, entered: Sequence[int], exited: Sequence[int]) -> _Patch | None:
+        """The patch of a segment's changes, None where BITFIELD costs less."""
+        ins, outs = np.asarray(entered, np.int64), np.asarray(exited, np.int64)
+        both = np.concatenate((ins, outs))
+        if not len(both):
+            return None
+        low, high = int(both.min()) >> 3, int(both.max()) >> 3
+        if high - low + 1 > _PATCH_BYTES * len(both):
+            return None
+        return cls(low, high, ins, outs)
+
+    def apply(self, stored: bytes, erased: npt.NDArray[np.int64]) -> bytes:
+        """The range's new bytes from its ``stored`` ones: erased users' bits cleared, then
+        the enters' set and the exits' cleared, in the order the transaction runs them."""
+        raw = np.zeros(self.high - self.low + 1, np.uint8)
+        raw[: len(stored)] = np.frombuffer(stored, np.uint8)
+        bits = np.unpackbits(raw, bitorder="big").view(np.bool_)
+        start = self.low << 3
+        gone = erased[(erased >= start) & (erased < start + len(bits))]
+        bits[gone - start] = False
+        bits[self.entered - start] = True
+        bits[self.exited - start] = False
+        return np.packbits(bits, bitorder="big").tobytes()
+
+
 def _bitmap_of(ids: Sequence[int]) -> tuple[bytes, int]:
     """A Redis bitmap string with the bits of ``ids`` set, and how many there are."""
     unique = np.unique(np.asarray(ids, np.int64))
@@ -241,6 +283,7 @@ class _Writes:
     profiles: list[bytes]  # HSET arguments: user id, dense id and doc
     replaced: dict[str, tuple[bytes, int]]  # segment → its members' bitmap and count
     flips: list[tuple[str, list[list[bytes]]]]  # segment → BITFIELD calls, enters then exits
+    patches: dict[str, _Patch]  # segments whose changes are dense: rewritten byte ranges
 
     @classmethod
     def of(cls, commit: StateCommit) -> _Writes:
@@ -252,14 +295,22 @@ class _Writes:
         profiles[::2] = [p.user_id.encode() for p in written]
         profiles[1::2] = [b"%d:" % p.dense + cast(bytes, p.doc) for p in written]
         replaced = {s: _bitmap_of(_checked(ids)) for s, ids in commit.replaced.items()}
+        patches: dict[str, _Patch] = {}
+        for segment_id in {**commit.enters, **commit.exits}:
+            if segment_id in commit.replaced or segment_id in commit.dropped:
+                continue  # their bitmaps are replaced or deleted first
+            entered = _checked(commit.enters.get(segment_id, ()))
+            exited = _checked(commit.exits.get(segment_id, ()))
+            if (patch := _Patch.of(entered, exited)) is not None:
+                patches[segment_id] = patch
         flips = [
             (segment_id, _bitfields(checked, value))
             for value, changes in ((b"1", commit.enters), (b"0", commit.exits))
             for segment_id, ids in changes.items()
-            if (checked := _checked(ids))
+            if segment_id not in patches and (checked := _checked(ids))
         ]
         dense = np.fromiter((p.dense for p in written), np.int64, len(written))
-        return cls(written, dense, erased, profiles, replaced, flips)
+        return cls(written, dense, erased, profiles, replaced, flips, patches)
 
 
 class _Commands(Protocol):
@@ -402,7 +453,12 @@ class RedisStateStore(StateStore):
                 reads.execute_command("GETRANGE", users, low, high)
             if erased:
                 reads.execute_command("HKEYS", sizes)
+            for segment_id, rewrite in writes.patches.items():
+                reads.execute_command("GETRANGE", members + segment_id, rewrite.low, rewrite.high)
             replies = reads.execute()
+        if writes.patches:
+            ranges = replies[-len(writes.patches) :]
+            del replies[-len(writes.patches) :]
         last, commits, lines = replies.pop(0)
         if last is not None and int(last) == commit.id:
             return  # applied already (its reply was lost)
@@ -412,6 +468,7 @@ class RedisStateStore(StateStore):
         new, first, patch = _new_users(writes, replies[0]) if len(dense) else ([], 0, b"")
         leaving = self._holding(erased, [s.decode() for s in replies[-1]]) if erased else {}
         touched = {segment_id for segment_id, _ in writes.flips}
+        touched.update(writes.patches)
         seq, line = int(commits or 0) + 1, int(lines or 0) + len(commit.changes)
         pipe.multi()
         if erased:
@@ -434,6 +491,11 @@ class RedisStateStore(StateStore):
         for segment_id, calls in writes.flips:
             for args in calls:
                 pipe.execute_command("BITFIELD", members + segment_id, *args)
+        if writes.patches:
+            gone = np.asarray(erased, np.int64)
+            for (segment_id, rewrite), stored in zip(writes.patches.items(), ranges, strict=True):
+                content = rewrite.apply(stored, gone)
+                pipe.execute_command("SETRANGE", members + segment_id, rewrite.low, content)
         if recount := sorted(touched.difference(commit.dropped)):
             pipe.execute_command("EVAL", _RECOUNT, 1, sizes, members, *recount)
         for i in range(0, len(writes.profiles), _HSET_ARGS):

@@ -137,6 +137,35 @@ def test_a_publish_with_an_invalid_record_writes_nothing(bus: EventBus, topic: s
         assert consumer.poll(timeout=0.05) == []
 
 
+def test_records_published_many_at_a_time_land_where_publish_puts_them(
+    bus: EventBus, topic: str
+) -> None:
+    records = [*sample(300), ("", b"empty key"), ("é", b"non-ASCII key")]
+    keys, values = [k for k, _ in records], [v for _, v in records]
+    assert bus.publish_many(topic, keys, values) is None
+    with bus.consumer(topic, "g") as consumer:
+        consumer.assign()
+        got = drain(consumer, len(records))
+    assert sorted((r.key, r.value) for r in got) == sorted(records)
+    assert all(r.partition == bus.partition_for(r.key) for r in got)
+    # Within a partition, in the order given.
+    for partition, found in by_partition(got).items():
+        assert [r.value for r in found] == [
+            v for k, v in records if bus.partition_for(k) == partition
+        ]
+    bus.publish_many(topic, [], [])
+    with pytest.raises(ValueError, match="keys for"):
+        bus.publish_many(topic, keys, values[:-1])
+    with pytest.raises(TypeError):
+        bus.publish_many(topic, ["user-x"], ["not bytes"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        bus.publish_many(topic, [7], [b"key is not a str"])  # type: ignore[list-item]
+    with bus.consumer(topic, "g2") as consumer:
+        consumer.assign()
+        assert len(drain(consumer, len(records))) == len(records)
+        assert consumer.poll(timeout=0.05) == []
+
+
 def test_an_empty_publish_is_a_no_op(bus: EventBus, topic: str) -> None:
     assert bus.publish(topic, []) == []
     assert bus.end_offsets(topic) == dict.fromkeys(range(PARTITIONS), 0)

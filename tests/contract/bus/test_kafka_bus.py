@@ -95,6 +95,8 @@ def test_a_record_too_large_for_kafka_is_refused_before_anything_is_sent(
     records = [("user-1", b"small"), ("user-2", bytes(1_000_001))]
     with pytest.raises(ValueError, match="at most 1000000 bytes"):
         bus.publish(topic, records)
+    with pytest.raises(ValueError, match="at most 1000000 bytes"):
+        bus.publish_many(topic, [k for k, _ in records], [v for _, v in records])
     with bus.consumer(topic, "g") as consumer:
         consumer.assign()
         assert consumer.poll(timeout=1.0) == []
@@ -130,6 +132,8 @@ def test_a_broker_that_goes_away_fails_publish_and_poll(topic: str) -> None:
         broker.stop()
         with pytest.raises(BusUnavailable, match="cannot publish"):
             bus.publish(topic, [("user-1", b"y")])
+        with pytest.raises(BusUnavailable, match="cannot publish"):
+            bus.publish_many(topic, ["user-1"], [b"z"])
         with pytest.raises(BusUnavailable):
             keep_polling(consumer, 10)
 

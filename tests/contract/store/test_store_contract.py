@@ -167,6 +167,31 @@ def test_erasing_many_users_at_once(store: StateStore) -> None:
     assert sorted(store.users()) == left
 
 
+def test_dense_and_sparse_changes_in_one_commit_with_an_erasure(store: StateStore) -> None:
+    # Segments whose changes are close together and segments whose changes are far apart,
+    # entering and leaving in one commit while a member is erased.
+    users = [(d, f"u{d}") for d in [*range(0, 2_000), 100_000, 900_001]]
+    dense = [d for d, _ in users]
+    store.commit(
+        StateCommit(
+            {0: 1}, 1, profiles(*users), enters={"close": dense[:1_500], "far": [5, 900_001]}
+        )
+    )
+    erased = ProfileWrite(7, "u7", None)
+    entered = {"close": list(range(1_500, 2_000)), "far": [100_000], "new": dense[::3]}
+    exited = {"close": list(range(0, 1_500, 2)), "far": [5], "new": [900_001]}
+    store.commit(StateCommit({0: 2}, 2, [erased], enters=entered, exits=exited))
+    expected = {
+        "close": sorted({*range(1, 1_500, 2), *range(1_500, 2_000)} - {7}),
+        "far": [100_000, 900_001],
+        "new": sorted(set(dense[::3]) - {7, 900_001}),
+    }
+    for segment_id, members in expected.items():
+        assert sorted(store.bitmap(segment_id)) == members
+    assert store.sizes() == {s: len(m) for s, m in expected.items()}
+    assert store.user_segments("u7") == []
+
+
 def test_members_far_apart_page_in_order_and_are_erased_alone(store: StateStore) -> None:
     # Dense ids on both sides of 2**16 and far above it.
     users = [(d, f"u{d}") for d in (3, 65_535, 65_536, 65_537, 400_000, 4_000_000)]
