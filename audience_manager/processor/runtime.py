@@ -37,6 +37,9 @@ __all__ = ["EVENTS", "Processor", "ProcessorConfig"]
 
 EVENTS = "events"
 DEAD_LETTER = "dead-letter"
+#: Seconds a replay waits for records the journal says the log has: a broker's first
+#: fetch after an assignment takes a while, so an empty poll does not mean the end.
+REPLAY_WAIT = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -115,7 +118,7 @@ class Processor:
         batch: list[Record] = []
         reached = dict(self.positions)
         while any(reached.get(p, 0) < o for p, o in target.items()):
-            records = self.consumer.poll(self.config.max_batch, self.config.poll_timeout)
+            records = self.consumer.poll(self.config.max_batch, REPLAY_WAIT)
             if not records:
                 raise RuntimeError(f"the log ends before committed positions {target}")
             beyond: dict[int, int] = {}

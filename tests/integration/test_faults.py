@@ -1,0 +1,242 @@
+"""Faults with every port on its production backend: ``serve`` against PostgreSQL, a
+Kafka-protocol broker and Valkey, while events stream in over HTTP, has the state store or
+the broker killed (SIGKILL) and started again on the same port and data.
+
+Meanwhile the APIs that need the missing server answer 503 with ``Retry-After``; afterwards
+the processor carries on by itself (``serve`` never restarts it), and the state is exactly
+what one engine run over the logged events gives: every event answered 202 is in the log,
+none is in it twice, and each is counted once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from serve_process import Served
+from services.kafka import KafkaBroker, running_tansu
+from services.valkey import ValkeyService
+
+from audience_manager.bus.kafka import KafkaEventBus
+from audience_manager.engine import Engine, Event, ManualClock, SegmentDefinition
+from audience_manager.rules.model import parse_rules
+
+HIGH_VALUE = {"conditions": [{"field": "totalSpent", "operator": "gt", "value": 1000}]}
+PARTITIONS = 4
+USERS = 40
+START = 1_767_225_600_000
+NUMBERS = itertools.count()
+
+
+@dataclass
+class Answer:
+    """What one request got: when, its status (0: no answer in time), its events."""
+
+    at: float
+    status: int
+    retry_after: str | None
+    events: list[dict[str, Any]]
+
+
+@dataclass
+class Stream:
+    """Purchases sent from a thread, one request after the other, single events and
+    batches in turn, until stopped; every answer is kept."""
+
+    base: str
+    seed: int
+    answers: list[Answer] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Stream:
+        self._thread = threading.Thread(target=self._send, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(timeout=60)
+        assert not self._thread.is_alive(), "the sender did not stop"
+
+    def accepted(self) -> list[dict[str, Any]]:
+        return [e for a in self.answers if a.status == 202 for e in a.events]
+
+    def answered_between(self, start: float, end: float) -> list[Answer]:
+        return [a for a in self.answers if start <= a.at <= end]
+
+    def _send(self) -> None:
+        rng = random.Random(self.seed)
+        with httpx.Client(base_url=self.base, timeout=15) as client:
+            for request in itertools.count():
+                if self._stop.is_set():
+                    return
+                events = [
+                    {
+                        "userId": f"u{rng.randrange(USERS)}",
+                        "eventType": "purchase",
+                        "properties": {"amount": rng.randrange(1, 200), "n": next(NUMBERS)},
+                        "timestamp": START + request,
+                    }
+                    for _ in range(1 if request % 2 else rng.randrange(1, 20))
+                ]
+                try:
+                    if len(events) == 1:
+                        response = client.post("/api/events", json=events[0])
+                    else:
+                        response = client.post("/api/events/batch", json={"events": events})
+                except httpx.TimeoutException:
+                    self.answers.append(Answer(time.monotonic(), 0, None, events))
+                    continue
+                retry_after = response.headers.get("Retry-After")
+                self.answers.append(
+                    Answer(time.monotonic(), response.status_code, retry_after, events)
+                )
+                if response.status_code == 503:
+                    time.sleep(0.05)  # a client would wait Retry-After; the test wants answers
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds until ``check()`` holds; fails after ``timeout``."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout, f"{what}: not within {timeout} s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def logged_events(bootstrap: str) -> list[dict[str, Any]]:
+    """Every event in the ``events`` topic, read from the start by a group of its own."""
+    with KafkaEventBus(bootstrap, partitions=PARTITIONS, timeout=10) as bus:
+        consumer = bus.consumer("events", f"check-{uuid.uuid4().hex[:8]}")
+        consumer.assign(None)
+        events: list[dict[str, Any]] = []
+        empty = 0
+        while empty < 2:
+            records = consumer.poll(100_000, 1.0)
+            empty = 0 if records else empty + 1
+            events.extend(msgspec.json.decode(r.value) for r in records)
+        return events
+
+
+def applied(served: Served) -> int:
+    """Records the processor has applied (committed), by ``GET /api/status``."""
+    response = httpx.get(served.management + "/api/status", timeout=5)
+    return int(response.json()["processor"]["applied"]) if response.status_code == 200 else -1
+
+
+def assert_applied_exactly_once(
+    served: Served, bootstrap: str, accepted: list[dict[str, Any]], segment_id: str
+) -> None:
+    """Every accepted event is logged once, and the state is the engine's over the log."""
+    logged = logged_events(bootstrap)
+    numbers = [e["properties"]["n"] for e in logged]
+    assert len(numbers) == len(set(numbers)), "an event is in the log twice"
+    missing = {e["properties"]["n"] for e in accepted} - set(numbers)
+    assert missing == set(), f"{len(missing)} events answered 202 are not in the log"
+
+    wait_for(lambda: applied(served) >= len(logged), 60, "the processor applies the log")
+    assert applied(served) == len(logged)
+
+    engine = Engine(ManualClock(START))
+    engine.upsert_segment(SegmentDefinition("high", "High", parse_rules(HIGH_VALUE)))
+    engine.apply(
+        [Event(e["userId"], e["eventType"], e["timestamp"], e["properties"]) for e in logged]
+    )
+    with httpx.Client(base_url=served.management, timeout=10) as client:
+        for user in sorted({e["userId"] for e in logged}):
+            expected = engine.profile(user)
+            assert expected is not None
+            profile = client.get(f"/api/users/{user}").json()
+            assert profile["attributes"] == expected["attributes"], user
+        members = client.get(
+            f"/api/segments/{segment_id}/members", params={"limit": 10_000}
+        ).json()["members"]
+    assert set(members) == engine.members("high")
+
+
+def assert_never_restarted(served: Served) -> None:
+    """``serve`` restarts a part that exits: the processor must have carried on instead."""
+    log = (served.data_dir.parent / f"{served.data_dir.name}-serve.log").read_text()
+    assert "restarting" not in log, log[-3000:]
+
+
+def start_platform(tmp_path: Path, catalog_url: str, broker: KafkaBroker, state_url: str) -> Served:
+    env = {
+        "AM_CATALOG_URL": catalog_url,
+        "AM_BUS_URL": f"kafka://{broker.bootstrap}",
+        "AM_STATE_URL": state_url,
+        "AM_PARTITIONS": str(PARTITIONS),
+        "AM_SNAPSHOT_SECONDS": "2",
+    }
+    served = Served(tmp_path / "data", env=env)
+    served.start(timeout=120)
+    return served
+
+
+def create_segment(served: Served) -> str:
+    created = httpx.post(
+        served.management + "/api/segments", json={"name": "High", "rules": HIGH_VALUE}
+    )
+    assert created.status_code == 201, created.text
+    segment_id: str = created.json()["id"]
+    served.wait_active(segment_id)
+    return segment_id
+
+
+@pytest.fixture
+def broker() -> Iterator[KafkaBroker]:
+    with running_tansu() as started:
+        yield started
+
+
+def test_a_state_store_restart_loses_nothing_and_counts_nothing_twice(
+    tmp_path: Path, postgres_database: str, broker: KafkaBroker, own_valkey: ValkeyService
+) -> None:
+    served = start_platform(tmp_path, postgres_database, broker, own_valkey.url)
+    try:
+        segment_id = create_segment(served)
+        with Stream(served.ingestion, seed=1) as stream:
+            wait_for(lambda: applied(served) > 100, 30, "events are applied")
+            with own_valkey.down(kill=True):
+                down = time.monotonic()
+                with httpx.Client(base_url=served.management, timeout=10) as client:
+                    for method, path, body in [
+                        ("GET", "/api/users/u1", None),
+                        ("GET", "/api/users/u1/segments", None),
+                        ("GET", f"/api/segments/{segment_id}/members", None),
+                        ("POST", "/api/audiences/count", {"expression": segment_id}),
+                        ("GET", "/api/status", None),
+                    ]:
+                        started = time.monotonic()
+                        response = client.request(method, path, json=body)
+                        assert time.monotonic() - started < 5, f"{path} fails fast"
+                        assert response.status_code == 503, (path, response.text)
+                        assert response.headers["Retry-After"] == "2", path
+                        assert response.json()["error"]["code"] == "unavailable", path
+                    ready = client.get("/health/ready")
+                    assert (ready.status_code, ready.json()["checks"]["store"]) == (503, "DOWN")
+                time.sleep(max(0.0, 2.0 - (time.monotonic() - down)))
+                during = (down, time.monotonic())
+            restarted = time.monotonic()
+            before = applied(served)
+            recovery = wait_for(lambda: applied(served) > before, 30, "the processor recovers")
+            time.sleep(1.0)  # more events after the restart
+        # Ingestion does not need the state store: it went on accepting events.
+        assert any(a.status == 202 for a in stream.answered_between(*during))
+        assert_applied_exactly_once(served, broker.bootstrap, stream.accepted(), segment_id)
+        assert_never_restarted(served)
+    finally:
+        assert served.stop() == 0
+    print(f"restart to the first commit: {recovery * 1000:.0f} ms (restarted at {restarted})")
