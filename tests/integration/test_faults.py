@@ -25,6 +25,7 @@ import msgspec
 import pytest
 from serve_process import Served
 from services.kafka import KafkaBroker, running_tansu
+from services.s3 import running_s3
 from services.valkey import ValkeyService
 
 from audience_manager.bus.kafka import KafkaEventBus
@@ -131,9 +132,39 @@ def logged_events(bootstrap: str) -> list[dict[str, Any]]:
 
 
 def applied(served: Served) -> int:
-    """Records the processor has applied (committed), by ``GET /api/status``."""
+    """Records the processor has applied (committed), by ``GET /api/status`` (-1 while it
+    cannot tell)."""
     response = httpx.get(served.management + "/api/status", timeout=5)
     return int(response.json()["processor"]["applied"]) if response.status_code == 200 else -1
+
+
+def seconds_to_recover(served: Served, since: float) -> float:
+    """Seconds from ``since`` until an event for a new user, sent (again) until answered
+    202, is in that user's profile: the processor applies new events again."""
+    event = {
+        "userId": f"new-{uuid.uuid4().hex[:8]}",
+        "eventType": "purchase",
+        "properties": {"amount": 1, "n": next(NUMBERS)},
+        "timestamp": START,
+    }
+    with httpx.Client(timeout=10) as client:
+        wait_for(
+            lambda: client.post(served.ingestion + "/api/events", json=event).status_code == 202,
+            60,
+            "ingestion accepts events again",
+        )
+        profile = f"{served.management}/api/users/{event['userId']}"
+        wait_for(lambda: client.get(profile).status_code == 200, 60, "the processor recovers")
+    return time.monotonic() - since
+
+
+def assert_unavailable(response: httpx.Response, started: float) -> None:
+    """A 503 with ``Retry-After``, answered within a few seconds of ``started``."""
+    what = f"{response.request.method} {response.request.url.path}"
+    assert time.monotonic() - started < 5, f"{what} answers at once"
+    assert response.status_code == 503, (what, response.text)
+    assert response.headers["Retry-After"] == "2", what
+    assert response.json()["error"]["code"] == "unavailable", what
 
 
 def assert_applied_exactly_once(
@@ -209,29 +240,23 @@ def test_a_state_store_restart_loses_nothing_and_counts_nothing_twice(
         segment_id = create_segment(served)
         with Stream(served.ingestion, seed=1) as stream:
             wait_for(lambda: applied(served) > 100, 30, "events are applied")
-            with own_valkey.down(kill=True):
+            with own_valkey.down(kill=True), httpx.Client(timeout=10) as client:
                 down = time.monotonic()
-                with httpx.Client(base_url=served.management, timeout=10) as client:
-                    for method, path, body in [
-                        ("GET", "/api/users/u1", None),
-                        ("GET", "/api/users/u1/segments", None),
-                        ("GET", f"/api/segments/{segment_id}/members", None),
-                        ("POST", "/api/audiences/count", {"expression": segment_id}),
-                        ("GET", "/api/status", None),
-                    ]:
-                        started = time.monotonic()
-                        response = client.request(method, path, json=body)
-                        assert time.monotonic() - started < 5, f"{path} fails fast"
-                        assert response.status_code == 503, (path, response.text)
-                        assert response.headers["Retry-After"] == "2", path
-                        assert response.json()["error"]["code"] == "unavailable", path
-                    ready = client.get("/health/ready")
-                    assert (ready.status_code, ready.json()["checks"]["store"]) == (503, "DOWN")
+                for method, path, body in [
+                    ("GET", "/api/users/u1", None),
+                    ("GET", "/api/users/u1/segments", None),
+                    ("GET", f"/api/segments/{segment_id}/members", None),
+                    ("POST", "/api/audiences/count", {"expression": segment_id}),
+                    ("GET", "/api/status", None),
+                ]:
+                    started = time.monotonic()
+                    response = client.request(method, served.management + path, json=body)
+                    assert_unavailable(response, started)
+                ready = client.get(served.management + "/health/ready")
+                assert (ready.status_code, ready.json()["checks"]["store"]) == (503, "DOWN")
                 time.sleep(max(0.0, 2.0 - (time.monotonic() - down)))
                 during = (down, time.monotonic())
-            restarted = time.monotonic()
-            before = applied(served)
-            recovery = wait_for(lambda: applied(served) > before, 30, "the processor recovers")
+            recovery = seconds_to_recover(served, time.monotonic())
             time.sleep(1.0)  # more events after the restart
         # Ingestion does not need the state store: it went on accepting events.
         assert any(a.status == 202 for a in stream.answered_between(*during))
@@ -239,4 +264,45 @@ def test_a_state_store_restart_loses_nothing_and_counts_nothing_twice(
         assert_never_restarted(served)
     finally:
         assert served.stop() == 0
-    print(f"restart to the first commit: {recovery * 1000:.0f} ms (restarted at {restarted})")
+    print(f"state store restart to a new event applied: {recovery * 1000:.0f} ms")
+
+
+def test_a_broker_restart_loses_nothing_and_counts_nothing_twice(
+    tmp_path: Path, postgres_database: str, own_valkey: ValkeyService
+) -> None:
+    with running_s3() as bucket, running_tansu(bucket) as broker:
+        served = start_platform(tmp_path, postgres_database, broker, own_valkey.url)
+        try:
+            segment_id = create_segment(served)
+            with Stream(served.ingestion, seed=2) as stream:
+                wait_for(lambda: applied(served) > 100, 30, "events are applied")
+                with broker.down(), httpx.Client(timeout=10) as client:
+                    down = time.monotonic()
+                    event = {"userId": "u1", "eventType": "purchase", "timestamp": START}
+                    for path, body in [
+                        ("/api/events", event),
+                        ("/api/events/batch", {"events": [event, event]}),
+                    ]:
+                        for sent in body.get("events", [body]):  # unique, in case it lands
+                            sent["properties"] = {"amount": 1, "n": next(NUMBERS)}
+                        started = time.monotonic()
+                        response = client.post(served.ingestion + path, json=body)
+                        assert_unavailable(response, started)
+                    started = time.monotonic()
+                    assert_unavailable(client.get(served.management + "/api/status"), started)
+                    # Reads of the state store need no broker.
+                    profile = client.get(served.management + "/api/users/u1")
+                    assert profile.status_code == 200, profile.text
+                    time.sleep(max(0.0, 3.0 - (time.monotonic() - down)))
+                    during = (down + 1.0, time.monotonic())
+                recovery = seconds_to_recover(served, time.monotonic())
+                time.sleep(1.0)  # more events after the restart
+            # Nothing was accepted while the broker was away: the sender was told to retry.
+            answers = stream.answered_between(*during)
+            assert answers, "the sender got no answer while the broker was down"
+            assert {(a.status, a.retry_after) for a in answers} == {(503, "2")}
+            assert_applied_exactly_once(served, broker.bootstrap, stream.accepted(), segment_id)
+            assert_never_restarted(served)
+        finally:
+            assert served.stop() == 0
+    print(f"broker restart to a new event applied: {recovery * 1000:.0f} ms")
