@@ -102,35 +102,43 @@ class Processor:
         beginning = self.bus.beginning_offsets(EVENTS)
         self.consumer.seek({p: max(o, beginning.get(p, 0)) for p, o in start.items()})
         self.positions = dict(start)
+        ahead: list[Record] = []  # read past a batch: the next batch's, or the loop's
         for entry in self.store.journal():
             if all(entry.positions.get(p, 0) <= o for p, o in self.positions.items()):
                 continue  # the snapshot already includes this batch
-            self._replay_until(entry.positions, entry.now)
+            ahead = self._replay_until(entry.positions, entry.now, ahead)
+        if ahead:  # one seek back, so the loop reads them
+            first: dict[int, int] = {}
+            for record in ahead:
+                first.setdefault(record.partition, record.offset)
+            self.consumer.seek(first)
         self._sync_definitions(force=True)
         self._relay()  # lines committed before a stop or crash
 
-    def _replay_until(self, target: dict[int, int], now: int) -> None:
-        """Re-apply the records up to ``target`` as one batch at engine time ``now``.
+    def _replay_until(self, target: dict[int, int], now: int, ahead: list[Record]) -> list[Record]:
+        """Re-apply the records up to ``target`` as one batch at engine time ``now``, taking
+        ``ahead`` (records read already) before polling; returns the records read past it.
 
         The batch is gathered whole before it is applied, so it is the very batch the
         journal recorded, whatever the polls return: the engine ends up exactly as it was.
+        Records past it are kept rather than sought back to: a seek costs a broker's fetch.
         """
         batch: list[Record] = []
+        beyond: list[Record] = []
         reached = dict(self.positions)
         while any(reached.get(p, 0) < o for p, o in target.items()):
-            records = self.consumer.poll(self.config.max_batch, REPLAY_WAIT)
+            records = ahead or self.consumer.poll(self.config.max_batch, REPLAY_WAIT)
+            ahead = []
             if not records:
                 raise RuntimeError(f"the log ends before committed positions {target}")
-            beyond: dict[int, int] = {}
             for record in records:
                 if record.offset < target.get(record.partition, 0):
                     batch.append(record)
                     reached[record.partition] = record.offset + 1
                 else:
-                    beyond.setdefault(record.partition, record.offset)  # the first one
-            if beyond:
-                self.consumer.seek(beyond)
+                    beyond.append(record)
         self._apply(batch, now, commit=False)
+        return ahead + beyond
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set, then snapshot."""
