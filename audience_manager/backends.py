@@ -82,4 +82,5 @@ def _open_bus(settings: Settings) -> EventBus:
         partitions=settings.partitions,
         replication=settings.bus_replication,
         client_config=kafka_client_config(settings),
+        consumer_config={"session.timeout.ms": int(settings.bus_session_timeout * 1000)},
     )

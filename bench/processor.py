@@ -22,7 +22,6 @@ from audience_manager.catalog import CatalogService, create_catalog_engine, migr
 from audience_manager.catalog.schemas import SegmentCreate
 from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.processor.codec import WireEvent, encode_event
-from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.relay import CHANGES
 from audience_manager.processor.runtime import EVENTS, Processor, ProcessorConfig
 from audience_manager.processor.service import tune_gc
@@ -114,7 +113,7 @@ def main() -> None:
             changes_topic=CHANGES if args.publish_changes else None,
         )
         watcher = CatalogWatcher(catalog_url)
-        processor = Processor(bus, store, DefinitionSync(catalog), config, watcher)
+        processor = Processor(bus, store, catalog, config, watcher)
         processor.recover()
         tune_gc()
         profiler = cProfile.Profile() if args.profile else None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -29,12 +29,14 @@ import msgspec
 from audience_manager.bus.partitioning import partition_for_key
 
 __all__ = [
+    "AssignCallback",
     "BusError",
     "BusUnavailable",
     "Consumer",
     "EventBus",
     "OffsetOutOfRange",
     "Record",
+    "RevokeCallback",
     "check_name",
     "check_seek",
     "encode_records",
@@ -100,6 +102,12 @@ def check_seek(topic: str, positions: Mapping[int, int], assigned: Collection[in
             raise ValueError(f"negative position {position}")
 
 
+#: Called with partitions a group member gains; may return the positions to start them at.
+AssignCallback = Callable[[list[int]], Mapping[int, int] | None]
+#: Called with partitions a group member is about to lose (or has lost).
+RevokeCallback = Callable[[list[int]], None]
+
+
 class Consumer(ABC):
     """Reads assigned partitions of one topic on behalf of a consumer group.
 
@@ -113,6 +121,21 @@ class Consumer(ABC):
         A newly assigned partition starts at the group's committed position, else at the
         first retained offset; a partition that stays assigned keeps its position.
         """
+
+    def subscribe(
+        self,
+        on_assign: AssignCallback | None = None,
+        on_revoke: RevokeCallback | None = None,
+    ) -> None:
+        """Join the consumer group and read the partitions it assigns to this member, which
+        change as members come and go (only where :attr:`EventBus.shares_partitions`).
+
+        Assignments arrive during ``poll``: ``on_assign`` is called with the partitions
+        gained and may return where to start them (else: the group's committed position,
+        else the first retained offset); ``on_revoke`` with those about to be taken away,
+        while ``commit`` still works for them.
+        """
+        raise BusError(f"{type(self).__name__} has no consumer groups: assign partitions")
 
     @abstractmethod
     def seek(self, positions: Mapping[int, int]) -> None:
@@ -158,6 +181,9 @@ class EventBus(ABC):
     """A set of topics, each with ``partitions`` partitions, fixed when it is created."""
 
     partitions: int
+    #: True when consumers of one group in several processes share the partitions
+    #: (``Consumer.subscribe``); otherwise one consumer reads them all.
+    shares_partitions: bool = False
 
     def partition_for(self, key: str) -> int:
         """The partition of ``key``: Kafka's murmur2 of its UTF-8 bytes."""

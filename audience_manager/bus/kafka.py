@@ -58,23 +58,24 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from audience_manager.bus.base import (
+    AssignCallback,
     BusError,
     BusUnavailable,
     Consumer,
     EventBus,
     OffsetOutOfRange,
     Record,
+    RevokeCallback,
     check_name,
     check_seek,
     encode_records,
 )
 from audience_manager.bus.partitioning import partitions_for_keys
 
-__all__ = ["ConfigValue", "KafkaConsumer", "KafkaEventBus", "PartitionsCallback"]
+__all__ = ["ConfigValue", "KafkaConsumer", "KafkaEventBus"]
 
 ConfigValue = str | int | float | bool
 #: Called with the partition numbers a subscribed consumer gained or is about to lose.
-PartitionsCallback = Callable[[list[int]], None]
 
 _log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
@@ -117,6 +118,8 @@ class KafkaEventBus(EventBus):
     long a record may wait for its acknowledgement, and (as the default group
     ``session.timeout.ms``) how long a commit waits for the group coordinator.
     """
+
+    shares_partitions = True
 
     def __init__(
         self,
@@ -371,8 +374,8 @@ class KafkaConsumer(Consumer):
         self._positions: dict[int, int] = {}
         self._buffers: dict[int, list[Record]] = {}
         self._subscribed = False
-        self._on_assign: PartitionsCallback | None = None
-        self._on_revoke: PartitionsCallback | None = None
+        self._on_assign: AssignCallback | None = None
+        self._on_revoke: RevokeCallback | None = None
         self._turn = 0
         self._closed = False
 
@@ -392,18 +395,13 @@ class KafkaConsumer(Consumer):
 
     def subscribe(
         self,
-        on_assign: PartitionsCallback | None = None,
-        on_revoke: PartitionsCallback | None = None,
+        on_assign: AssignCallback | None = None,
+        on_revoke: RevokeCallback | None = None,
     ) -> None:
-        """Join the group and read the partitions its coordinator assigns to this member.
-
-        Assignments arrive during ``poll``: ``on_assign`` is called with the partitions
-        gained (starting at the group's committed position, else the first retained
-        offset), ``on_revoke`` with those about to be taken away, while ``commit`` still
-        works for them, and also with partitions lost without notice (a commit for those
-        fails). The group uses the cooperative-sticky assignor, so members keep their
-        other partitions through a rebalance.
-        """
+        """Join the group; see :meth:`Consumer.subscribe`. The group uses the
+        cooperative-sticky assignor, so members keep their other partitions through a
+        rebalance; partitions lost without notice (a commit for those fails) are revoked
+        too."""
         self._check_open()
         if self._positions:
             raise BusError("a consumer with assigned partitions cannot subscribe")
@@ -498,9 +496,20 @@ class KafkaConsumer(Consumer):
         except KafkaException as exc:
             raise _unavailable(f"Kafka consumer of {self._topic} failed", exc) from exc
         failure, self._failure = self._failure, None
-        if failure is not None:
+        if failure is not None and not self._reachable_again(failure):
             raise BusUnavailable(f"Kafka consumer of {self._topic} failed: {failure.str()}")
         return result
+
+    def _reachable_again(self, failure: KafkaError) -> bool:
+        """Whether a broker answers again after ``failure`` reported them all down: the
+        report may come late, from the first tries of a consumer made while they were."""
+        if failure.code() != KafkaError._ALL_BROKERS_DOWN:
+            return False
+        try:
+            self._consumer.list_topics(self._topic, timeout=_UNREACHABLE_WAIT)
+        except KafkaException:
+            return False
+        return True
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal() or error.code() in _FAILURES:
@@ -522,11 +531,12 @@ class KafkaConsumer(Consumer):
         return starts
 
     def _assigned(self, consumer: RawConsumer, gained: list[TopicPartition]) -> None:
-        starts = self._starts([tp.partition for tp in gained])
+        partitions = sorted(tp.partition for tp in gained)
+        chosen = self._on_assign(partitions) if self._on_assign is not None else None
+        starts = self._starts([p for p in partitions if chosen is None or p not in chosen])
+        starts.update(chosen or {})
         consumer.incremental_assign(self._tps(starts))
         self._positions.update(starts)
-        if self._on_assign is not None:
-            self._on_assign(sorted(starts))
 
     def _revoked(self, consumer: RawConsumer, lost: list[TopicPartition]) -> None:
         partitions = sorted(tp.partition for tp in lost)

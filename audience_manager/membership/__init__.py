@@ -19,7 +19,7 @@ from audience_manager.membership.audience import (
     segment_ids,
 )
 from audience_manager.membership.bitmaps import SegmentMembership, UnknownSegment
-from audience_manager.membership.ids import MAX_USER_IDS, UserIds
+from audience_manager.membership.ids import MAX_USER_IDS, IdSpace, UserIds
 
 __all__ = [
     "MAX_AUDIENCE_DEPTH",
@@ -29,6 +29,7 @@ __all__ = [
     "AndExpression",
     "AudienceError",
     "AudienceExpression",
+    "IdSpace",
     "NotExpression",
     "OrExpression",
     "SegmentMembership",

@@ -9,15 +9,31 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MAX_USER_IDS", "UserIds"]
+__all__ = ["MAX_USER_IDS", "IdSpace", "UserIds"]
 
 #: Dense ids live in Roaring bitmaps, which hold unsigned 32-bit integers.
 MAX_USER_IDS = 2**32
+
+
+class IdSpace(NamedTuple):
+    """Where one engine's dense ids sit among the store's: ``local * stride + offset``.
+
+    One engine for the whole log uses ``IdSpace(1, 0)``. With one engine per partition of
+    ``P``, partition ``p`` uses ``IdSpace(P, p)``: the ids of all partitions interleave
+    without overlapping, whichever processor assigns them, and stay dense overall.
+    """
+
+    stride: int = 1
+    offset: int = 0
+
+    def to_store(self, local: int) -> int:
+        """The store's id of an engine id."""
+        return local * self.stride + self.offset
 
 
 class UserIds:

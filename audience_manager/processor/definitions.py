@@ -3,7 +3,9 @@
 The catalog's change feed says what changed since a revision; each changed segment is
 marked ``BUILDING``, compiled and backfilled over every profile (new event conditions get
 the retained log replayed into them), its membership is written to the state store, and it
-is marked ``ACTIVE`` with its size, or ``FAILED`` with the reason.
+is marked ``ACTIVE`` with its size, or ``FAILED`` with the reason. Where processors share
+the partitions, every partition's engine builds the segment and the store counts them:
+progress is the share of partitions built.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from audience_manager.catalog.errors import CatalogError, CatalogUnavailable, Co
 from audience_manager.catalog.schemas import AttributeRead, SegmentRead
 from audience_manager.catalog.service import CatalogService
 from audience_manager.engine import Engine, Event, SegmentDefinition
-from audience_manager.processor.projection import build_commit
+from audience_manager.membership import IdSpace
+from audience_manager.processor.projection import WHOLE_LOG, build_commit
 from audience_manager.rules.errors import RuleValidationError
 from audience_manager.rules.model import parse_rules
 from audience_manager.store import ChangeRecord, StateCommit, StateStore
@@ -32,9 +35,20 @@ History = Callable[[], Iterable[Sequence[Event]]]
 class DefinitionSync:
     """Applies catalog changes to an engine; remembers the versions it applied."""
 
-    def __init__(self, catalog: CatalogService, history: History = lambda: ()) -> None:
+    def __init__(
+        self,
+        catalog: CatalogService,
+        history: History = lambda: (),
+        space: IdSpace = WHOLE_LOG,
+        partitions: int = 1,
+    ) -> None:
         self.catalog = catalog
         self.history = history
+        #: The engine's place among the store's ids. With a stride above 1 the engine is
+        #: one of ``partitions`` that share every segment: each commits only its own
+        #: members, and a segment is ACTIVE once every partition has built it.
+        self.space = space
+        self.partitions = partitions
         self.revision = -1
         self.segments: dict[str, int] = {}  # segment id -> version in the engine
         self.attributes: dict[str, int] = {}
@@ -95,8 +109,12 @@ class DefinitionSync:
     def _segment(
         self, engine: Engine, store: StateStore, positions: Mapping[int, int], segment: SegmentRead
     ) -> None:
+        shared = self.space.stride > 1
         try:
-            self.catalog.set_status(segment.id, "BUILDING", progress=0.0, version=segment.version)
+            progress = self._built(store, segment) / self.partitions if shared else 0.0
+            self.catalog.set_status(
+                segment.id, "BUILDING", progress=progress, version=segment.version
+            )
             rules = parse_rules(segment.rules) if segment.rules is not None else None
             definition = SegmentDefinition(segment.id, segment.name, rules, segment.type)
             changes = engine.upsert_segment(definition, history=self.history())
@@ -107,7 +125,18 @@ class DefinitionSync:
             return
         except (Conflict, NotFound):  # replaced or deleted meanwhile: the next sync has it
             return
-        commit = build_commit(engine, positions, changes, ())
+        commit = build_commit(engine, positions, changes, (), space=self.space)
+        commit.base = dict(positions)
+        if shared:  # the other partitions' members stay: only this engine's change
+            store.commit(commit)
+            self.segments[segment.id] = segment.version
+            store.set_marker(_built_marker(segment.id, self.space.offset), segment.version)
+            built = self._built(store, segment)
+            if built < self.partitions:
+                self._status(segment, "BUILDING", progress=built / self.partitions)
+            else:
+                self._status(segment, "ACTIVE", size=store.sizes().get(segment.id, 0))
+            return
         members = np.asarray(engine.membership.members(segment.id).to_array(), dtype=np.int64)
         commit.replaced[segment.id] = members.tolist()
         commit.enters.pop(segment.id, None)
@@ -116,14 +145,22 @@ class DefinitionSync:
         self.segments[segment.id] = segment.version
         self._status(segment, "ACTIVE", size=len(members))
 
+    def _built(self, store: StateStore, segment: SegmentRead) -> int:
+        """How many partitions have built this version of the segment."""
+        return sum(
+            store.marker(_built_marker(segment.id, p)) == segment.version
+            for p in range(self.partitions)
+        )
+
     def _drop(
         self, engine: Engine, store: StateStore, positions: Mapping[int, int], segment_id: str
     ) -> None:
         engine.remove_segment(segment_id)
         del self.segments[segment_id]
         reset = ChangeRecord(segment_id, "", -1, "drop", engine.now)
+        base = dict(positions)
         store.commit(
-            StateCommit(dict(positions), engine.now, dropped=[segment_id], changes=[reset])
+            StateCommit(base, engine.now, dropped=[segment_id], changes=[reset], base=base)
         )
 
     def _status(self, segment: SegmentRead, status: str, **fields: Any) -> None:
@@ -131,6 +168,10 @@ class DefinitionSync:
             self.catalog.set_status(segment.id, status, version=segment.version, **fields)  # type: ignore[arg-type]
         except CatalogError as exc:  # replaced or deleted meanwhile: the next sync reports
             log.info("status of segment %s not recorded: %s", segment.id, exc)
+
+
+def _built_marker(segment_id: str, partition: int) -> str:
+    return f"built:{segment_id}:{partition}"
 
 
 def _referenced_first(segments: list[SegmentRead]) -> list[SegmentRead]:

@@ -1,5 +1,12 @@
 """The processor: poll the event log, apply the engine, commit state with positions.
 
+Reading the whole log alone, a processor runs one :class:`Task` (one engine) over every
+partition. Where processors share the partitions of a consumer group
+(``EventBus.shares_partitions``), it runs one task per partition it holds: a partition it
+gains is restored from that partition's snapshot and journal, one it loses is committed
+and snapshotted first, and every commit is fenced by the positions it started from, so a
+processor that lost a partition without noticing cannot apply a batch twice.
+
 One loop step polls a batch, applies it, and commits the read model together with the
 positions consumed and a journal entry. The commit runs on a writer thread while the next
 batch is polled and applied (the database does its work without holding the GIL); a step
@@ -16,30 +23,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from audience_manager.bus.base import Consumer, EventBus, Record
 from audience_manager.catalog.errors import CatalogUnavailable
+from audience_manager.catalog.service import CatalogService
 from audience_manager.catalog.watch import CatalogWatcher
-from audience_manager.engine import Engine, Event, MembershipChange
-from audience_manager.engine.snapshot import latest_snapshot, load_snapshot, save_snapshot
-from audience_manager.processor.codec import ERASE, dead_letter, decode
+from audience_manager.engine import Engine, Event
+from audience_manager.membership import IdSpace
 from audience_manager.processor.definitions import DefinitionSync
-from audience_manager.processor.projection import build_commit
+from audience_manager.processor.projection import WHOLE_LOG, merge_commits
 from audience_manager.processor.relay import CHANGES, ChangeRelay
 from audience_manager.processor.requests import answer_requests
+from audience_manager.processor.task import Task
 from audience_manager.store import StateCommit, StateStore
 
 __all__ = ["EVENTS", "Processor", "ProcessorConfig"]
 
 EVENTS = "events"
 DEAD_LETTER = "dead-letter"
-#: Seconds a replay waits for records the journal says the log has: a broker's first
-#: fetch after an assignment takes a while, so an empty poll does not mean the end.
-REPLAY_WAIT = 10.0
+#: How long a replay waits for records the journal says the log has (seconds).
+REPLAY_PATIENCE = 30.0
 log = logging.getLogger(__name__)
 
 
@@ -57,7 +64,7 @@ class ProcessorConfig:
 
 
 class Processor:
-    """Applies accepted events to the engine and commits the results.
+    """Applies accepted events to the engines of its tasks and commits the results.
 
     Definitions are synced with the catalog when ``watcher`` says it may have changed.
     """
@@ -66,56 +73,96 @@ class Processor:
         self,
         bus: EventBus,
         store: StateStore,
-        definitions: DefinitionSync,
+        catalog: CatalogService,
         config: ProcessorConfig,
         watcher: CatalogWatcher,
         clock: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.bus = bus
         self.store = store
-        self.definitions = definitions
+        self.catalog = catalog
         self.config = config
         self.watcher = watcher
         self.clock = clock
-        self.engine = Engine(clock)
+        self.partitioned = bus.shares_partitions
         self.consumer: Consumer = bus.consumer(EVENTS, config.group)
-        self.positions: dict[int, int] = {}
-        self.seen_messages: dict[str, None] = {}  # recent messageIds, oldest first
+        self.tasks: dict[int, Task] = {}  # partition -> the task holding it
         self._last_snapshot = time.monotonic()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._inflight: tuple[Future[None], dict[int, int]] | None = None
         self.relay = ChangeRelay(store, bus, config.changes_topic) if config.changes_topic else None
 
+    # -- tasks ------------------------------------------------------------------------
+
+    def _task(self, partitions: tuple[int, ...], space: IdSpace, snapshots: Path) -> Task:
+        shared = self.bus.partitions if space.stride > 1 else 1
+        sync = DefinitionSync(self.catalog, space=space, partitions=shared)
+        task = Task(partitions, space, sync, snapshots, self.clock)
+        sync.history = lambda: self._history(task)
+        return task
+
+    def held(self) -> list[Task]:
+        """The tasks this processor runs, each once."""
+        return list({id(t): t for t in self.tasks.values()}.values())
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of a processor that reads the whole log (one task)."""
+        (task,) = self.held()
+        return task.engine
+
+    @property
+    def positions(self) -> dict[int, int]:
+        """The next offset to apply of every partition held."""
+        return {p: o for t in self.held() for p, o in t.positions.items()}
+
     # -- lifecycle --------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Restore the newest snapshot and replay what the store already committed."""
-        path = latest_snapshot(self.config.snapshots)
-        if path is not None:
-            snapshot = load_snapshot(path, self.clock)
-            self.engine = snapshot.engine
-            self.positions = dict(snapshot.positions)
-            self.seen_messages = dict.fromkeys(snapshot.meta.get("messages", []))
-            self.definitions.restore(snapshot.meta.get("definitions", {}))
-        self.consumer.assign(None)
-        start = {p: self.positions.get(p, 0) for p in range(self.bus.partitions)}
-        beginning = self.bus.beginning_offsets(EVENTS)
-        self.consumer.seek({p: max(o, beginning.get(p, 0)) for p, o in start.items()})
-        self.positions = dict(start)
-        ahead: list[Record] = []  # read past a batch: the next batch's, or the loop's
-        for entry in self.store.journal():
-            if all(entry.positions.get(p, 0) <= o for p, o in self.positions.items()):
-                continue  # the snapshot already includes this batch
-            ahead = self._replay_until(entry.positions, entry.now, ahead)
-        if ahead:  # one seek back, so the loop reads them
-            first: dict[int, int] = {}
-            for record in ahead:
-                first.setdefault(record.partition, record.offset)
-            self.consumer.seek(first)
-        self._sync_definitions(force=True)
+        """Start reading: the whole log from the newest snapshot and journal, or (sharing
+        the partitions) as the group assigns them."""
+        if self.partitioned:
+            self.consumer.subscribe(on_assign=self._gained, on_revoke=self._lost)
+        else:
+            partitions = tuple(range(self.bus.partitions))
+            task = self._task(partitions, WHOLE_LOG, self.config.snapshots)
+            self.consumer.assign(None)
+            self.consumer.seek(self._restore(task))
+            self.tasks = dict.fromkeys(partitions, task)
+            self._sync_definitions(task, force=True)
         self._relay()  # lines committed before a stop or crash
 
-    def _replay_until(self, target: dict[int, int], now: int, ahead: list[Record]) -> list[Record]:
+    def _restore(self, task: Task) -> dict[int, int]:
+        """Bring a task to the store's state: its newest snapshot, then the journaled
+        batches after it replayed (writing nothing); returns where to read on from."""
+        task.restore()
+        beginning = self.bus.beginning_offsets(EVENTS)
+        start = {p: max(o, beginning.get(p, 0)) for p, o in task.positions.items()}
+        task.positions.update(start)
+        replay: Consumer | None = None
+        ahead: list[Record] = []  # read past a batch: the next batch's
+        try:
+            for entry in self.store.journal():
+                target = {p: o for p, o in entry.positions.items() if p in task.positions}
+                if all(o <= task.positions[p] for p, o in target.items()):
+                    continue  # the snapshot includes this batch (or it is not the task's)
+                if replay is None:
+                    replay = self.bus.consumer(EVENTS, self.config.group + "-replay")
+                    replay.assign(list(task.partitions))
+                    replay.seek(start)
+                ahead = self._replay_until(replay, task, target, entry.now, ahead)
+        finally:
+            if replay is not None:
+                replay.close()
+        stored = self.store.positions()
+        behind = {p: o for p, o in task.positions.items() if o < stored.get(p, 0)}
+        if behind:
+            raise RuntimeError(f"{task}: the journal ends before the stored positions {stored}")
+        return dict(task.positions)
+
+    def _replay_until(
+        self, reader: Consumer, task: Task, target: dict[int, int], now: int, ahead: list[Record]
+    ) -> list[Record]:
         """Re-apply the records up to ``target`` as one batch at engine time ``now``, taking
         ``ahead`` (records read already) before polling; returns the records read past it.
 
@@ -125,20 +172,50 @@ class Processor:
         """
         batch: list[Record] = []
         beyond: list[Record] = []
-        reached = dict(self.positions)
+        reached = dict(task.positions)
+        patience = time.monotonic() + REPLAY_PATIENCE
         while any(reached.get(p, 0) < o for p, o in target.items()):
-            records = ahead or self.consumer.poll(self.config.max_batch, REPLAY_WAIT)
+            records = ahead or reader.poll(self.config.max_batch, self.config.poll_timeout)
             ahead = []
             if not records:
-                raise RuntimeError(f"the log ends before committed positions {target}")
+                if time.monotonic() > patience:  # a broker's first fetch may take a while
+                    raise RuntimeError(f"the log ends before committed positions {target}")
+                continue
+            patience = time.monotonic() + REPLAY_PATIENCE
             for record in records:
                 if record.offset < target.get(record.partition, 0):
                     batch.append(record)
                     reached[record.partition] = record.offset + 1
                 else:
                     beyond.append(record)
-        self._apply(batch, now, commit=False)
+        batch.sort(key=lambda r: (r.partition, r.offset))
+        task.apply(batch, now)
         return ahead + beyond
+
+    def _gained(self, partitions: list[int]) -> Mapping[int, int]:
+        """The group gave this processor ``partitions``: restore a task for each."""
+        self._settle()
+        starts: dict[int, int] = {}
+        for partition in partitions:
+            space = IdSpace(self.bus.partitions, partition)
+            task = self._task((partition,), space, self._snapshots(partition))
+            starts.update(self._restore(task))
+            self._sync_definitions(task, force=True)
+            self.tasks[partition] = task
+        log.info("partitions %s gained at %s", partitions, starts)
+        return starts
+
+    def _lost(self, partitions: list[int]) -> None:
+        """The group takes ``partitions`` away: commit and snapshot their tasks, drop them."""
+        self._settle()
+        for partition in partitions:
+            task = self.tasks.pop(partition, None)
+            if task is not None:
+                self._snapshot(task)
+        log.info("partitions %s handed back", partitions)
+
+    def _snapshots(self, partition: int) -> Path:
+        return self.config.snapshots / f"partition-{partition}"
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set, then snapshot."""
@@ -148,41 +225,53 @@ class Processor:
                 self.step()
             self.snapshot()
         finally:
+            # Snapshotted, or (after a failure) holding engines that may be ahead of the
+            # store: either way nothing more is saved of them when the group takes the
+            # partitions back.
+            self.tasks.clear()
             self.close()
 
     def close(self) -> None:
-        """Wait for the commit in flight (if any) and stop the writer thread."""
+        """Wait for the commit in flight (if any), stop the writer thread, leave the group."""
         try:
             self._settle()
         finally:
             self._writer.shutdown()
+            self.consumer.close()
 
     def step(self) -> int:
         """Poll, apply and commit one batch (or just let time pass); returns events applied."""
         if self.watcher.changed() and self._outdated():
             self._settle()
-            self._sync_definitions()
-        if self.store.pending(limit=1):
+            for task in self.held():
+                self._sync_definitions(task)
+        addressed = sorted(self.tasks) if self.partitioned else None
+        if addressed != [] and self.store.pending(limit=1, partitions=addressed):
             self._settle()
-            if answer_requests(self.engine, self.store, self.positions, self.history):
+            if answer_requests(self.store, self._holder, self._history, addressed):
                 self.snapshot()  # members changed outside the log: a replay must not cross it
                 self._relay()
         records = self.consumer.poll(self.config.max_batch, self.config.poll_timeout)
-        applied = self._apply(records, self.clock(), commit=True)
+        applied = self._apply(records, self.clock())
         if time.monotonic() - self._last_snapshot >= self.config.snapshot_every:
             self.snapshot()
         return applied
 
+    def _holder(self, partition: int | None) -> Task | None:
+        if not self.partitioned:
+            return self.held()[0]
+        return None if partition is None else self.tasks.get(partition)
+
     def _outdated(self) -> bool:
         """True when the catalog moved on since the last sync (or cannot be asked)."""
         try:
-            return self.definitions.outdated()
+            return any(task.definitions.outdated() for task in self.held())
         except CatalogUnavailable:
             return True  # the sync logs it and the watcher says when to try again
 
-    def _sync_definitions(self, force: bool = False) -> None:
+    def _sync_definitions(self, task: Task, force: bool = False) -> None:
         try:
-            changed = self.definitions.sync(self.engine, self.store, self.positions, force=force)
+            changed = task.definitions.sync(task.engine, self.store, task.positions, force=force)
         except CatalogUnavailable as exc:
             if force:
                 raise
@@ -191,7 +280,7 @@ class Processor:
             return
         # A snapshot right after a change keeps replays from ever crossing one.
         if changed:
-            self.snapshot()
+            self._snapshot(task)
             self._relay()
 
     def _relay(self) -> None:
@@ -199,80 +288,60 @@ class Processor:
         if self.relay is not None:
             self.relay.relay()
 
-    def history(self) -> Iterator[list[Event]]:
-        """The retained events already applied, in batches (for new aggregates)."""
-        reader = self.bus.consumer(EVENTS, self.config.group + "-history")
-        reader.assign(None)
-        reader.seek(self.bus.beginning_offsets(EVENTS))
-        try:
-            while True:
-                records = [
-                    r
-                    for r in reader.poll(self.config.max_batch, 0.0)
-                    if r.offset < self.positions.get(r.partition, 0)
-                ]
-                if not records:
-                    if all(reader.positions().get(p, 0) >= o for p, o in self.positions.items()):
-                        return
-                    continue
-                yield [i.event for i in decode(records).items if i.event is not None]
-        finally:
-            reader.close()
+    def _history(self, task: Task) -> Iterator[list[Event]]:
+        group = self.config.group + "-history"
+        return task.history(self.bus, EVENTS, group, self.config.max_batch)
 
     def snapshot(self) -> None:
-        """Write a snapshot of the engine at the current positions; prune the journal."""
+        """Snapshot every task at its current positions; prune the journal."""
         self._settle()
-        meta = {"messages": list(self.seen_messages), "definitions": self.definitions.state()}
-        save_snapshot(self.config.snapshots, self.engine, self.positions, meta)
-        self.store.prune_journal(self.positions)
+        for task in self.held():
+            self._snapshot(task)
         self._last_snapshot = time.monotonic()
+
+    def _snapshot(self, task: Task) -> None:
+        """Snapshot one task (its state is committed) and prune what no replay needs."""
+        task.snapshot()
+        if not self.partitioned:
+            self.store.prune_journal(task.positions)
+            return
+        # A journal entry goes once the snapshots of all its partitions include it.
+        for partition, position in task.positions.items():
+            self.store.set_marker(f"snapshot:{partition}", position)
+        covered = {p: self.store.marker(f"snapshot:{p}") for p in range(self.bus.partitions)}
+        self.store.prune_journal(covered)
 
     # -- applying ---------------------------------------------------------------------
 
-    def _apply(self, records: list[Record], now: int, *, commit: bool) -> int:
+    def _apply(self, records: list[Record], now: int) -> int:
         # One fixed order, whatever the polls interleaved: a replay of the same records
         # then assigns the same dense user ids as the first run did.
         records = sorted(records, key=lambda r: (r.partition, r.offset))
-        batch = decode(records)
-        changes: list[MembershipChange] = []
-        users: set[str] = set()
-        erased: list[tuple[int, str]] = []
-        poison = list(batch.poison)
-        pending: list[Event] = []
-
-        def flush() -> None:
-            if pending:
-                result = self.engine.apply(pending, now=now)
-                changes.extend(result.changes)
-                users.update(e.user_id for e in pending)
-                for rejection in result.rejected:
-                    event = pending[rejection.index]
-                    poison.append((event.user_id, dead_letter(event, rejection.reason)))
-                pending.clear()
-
-        for item in batch.items:
-            if item.command == ERASE:
-                flush()  # the user's earlier events first, then the erasure
-                dense = self.engine.ids.get(item.user_id)
-                if dense is not None:
-                    changes.extend(self.engine.delete_user(item.user_id))
-                    erased.append((dense, item.user_id))
-                    users.discard(item.user_id)
-            elif item.event is not None and not self._duplicate(item.event):
-                pending.append(item.event)
-        flush()
-        changes.extend(self.engine.advance(now))
-        users.update(self.engine.drain_expired())
+        by_task: dict[int, list[Record]] = {id(t): [] for t in self.held()}
         for record in records:
-            self.positions[record.partition] = record.offset + 1
-        if commit and (records or changes):
-            state = build_commit(self.engine, self.positions, changes, users, erased, len(records))
+            task = self.tasks.get(record.partition)
+            if task is not None and record.offset >= task.positions[record.partition]:
+                by_task[id(task)].append(record)  # not one of a partition just handed back
+        commits: list[StateCommit] = []
+        poison: list[tuple[str, bytes]] = []
+        base: dict[int, int] = {}
+        applied = 0
+        for task in self.held():
+            base.update(task.positions)
+            outcome = task.apply(by_task[id(task)], now)
+            applied += outcome.records
+            poison.extend(outcome.poison)
+            if outcome.records or outcome.changes:
+                commits.append(task.commit(outcome))
+        if commits:
+            state = merge_commits(commits)
+            state.base = {p: base[p] for p in state.positions}
             self._settle()
             future = self._writer.submit(self._write, state, poison)
-            self._inflight = (future, dict(self.positions))
-        elif commit:
+            self._inflight = (future, dict(state.positions))
+        else:
             self._settle()  # idle: nothing to overlap with
-        return len(records)
+        return applied
 
     def _write(self, state: StateCommit, poison: list[tuple[str, bytes]]) -> None:
         """On the writer thread: commit, then publish dead letters and the new changes."""
@@ -289,17 +358,6 @@ class Processor:
         self._inflight = None
         future.result()  # a failed commit raises here (StoreUnavailable: the loop restarts)
         # Group positions in the log: for lag monitoring and so retention may delete.
-        self.consumer.commit(positions)
-
-    def _duplicate(self, event: Event) -> bool:
-        """True for a messageId seen before (the last million are remembered)."""
-        message_id = event.message_id
-        if message_id is None:
-            return False
-        key = f"{event.user_id}\x00{message_id}"
-        if key in self.seen_messages:
-            return True
-        self.seen_messages[key] = None
-        if len(self.seen_messages) > 1_000_000:
-            del self.seen_messages[next(iter(self.seen_messages))]
-        return False
+        held = {p: o for p, o in positions.items() if p in self.tasks}
+        if held:
+            self.consumer.commit(held)

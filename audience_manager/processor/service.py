@@ -13,10 +13,9 @@ from audience_manager.bus.base import BusUnavailable
 from audience_manager.catalog.errors import CatalogUnavailable
 from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.config import Settings
-from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.relay import CHANGES
 from audience_manager.processor.runtime import Processor, ProcessorConfig
-from audience_manager.store import StoreUnavailable
+from audience_manager.store import Fenced, StoreUnavailable
 
 __all__ = ["run_processor", "tune_gc"]
 
@@ -45,7 +44,6 @@ def run_processor(settings: Settings, stop: threading.Event | None = None) -> No
     backends = open_backends(settings, migrate_catalog=True)
     watcher = CatalogWatcher(settings.catalog)
     try:
-        sync = DefinitionSync(backends.catalog)
         config = ProcessorConfig(
             max_batch=settings.max_batch,
             snapshot_every=settings.snapshot_seconds,
@@ -58,12 +56,11 @@ def run_processor(settings: Settings, stop: threading.Event | None = None) -> No
             started = time.monotonic()
             try:
                 # Built anew each time: recovery starts from what the store committed.
-                processor = Processor(backends.bus, backends.store, sync, config, watcher)
-                sync.history = processor.history
+                processor = Processor(
+                    backends.bus, backends.store, backends.catalog, config, watcher
+                )
                 processor.run(stop)
-            except (StoreUnavailable, BusUnavailable, CatalogUnavailable) as exc:
-                if processor is not None:
-                    processor.consumer.close()
+            except (StoreUnavailable, BusUnavailable, CatalogUnavailable, Fenced) as exc:
                 if time.monotonic() - started > LAST_RETRY:
                     delay = FIRST_RETRY  # it had recovered since the last outage
                 log.warning("backend unavailable, retrying in %.1f s: %s", delay, exc)

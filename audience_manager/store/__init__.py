@@ -7,6 +7,7 @@ platform never loads the client library.
 
 from audience_manager.store.base import (
     ChangeRecord,
+    Fenced,
     JournalEntry,
     ProfileWrite,
     StateCommit,
@@ -19,6 +20,7 @@ from audience_manager.store.embedded import EmbeddedStateStore
 __all__ = [
     "ChangeRecord",
     "EmbeddedStateStore",
+    "Fenced",
     "JournalEntry",
     "ProfileWrite",
     "StateCommit",

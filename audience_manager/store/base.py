@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -17,12 +17,14 @@ from pyroaring import BitMap
 
 __all__ = [
     "ChangeRecord",
+    "Fenced",
     "JournalEntry",
     "ProfileWrite",
     "StateCommit",
     "StateStore",
     "StoreError",
     "StoreUnavailable",
+    "check_base",
     "numbered_lines",
 ]
 
@@ -31,12 +33,18 @@ class StoreError(Exception):
     """Root of state-store errors.
 
     StoreError
-    └── StoreUnavailable  the backend cannot be reached; retry later
+    ├── StoreUnavailable  the backend cannot be reached; retry later
+    └── Fenced            a commit's partitions moved on without it (another processor)
     """
 
 
 class StoreUnavailable(StoreError):
     """The backend cannot be reached or is shutting down; the caller may retry."""
+
+
+class Fenced(StoreError):
+    """A commit was refused: the store's positions of its partitions are not the ones the
+    batch started from, so another processor has taken them over (or this one is stale)."""
 
 
 class ProfileWrite(msgspec.Struct, frozen=True, gc=False):
@@ -61,6 +69,10 @@ class StateCommit:
 
     ``id`` names this commit: a backend that cannot tell whether a commit went through (its
     connection dropped) recognises a retry of it by its id and applies it only once.
+
+    ``base`` fences writers: the positions the batch started from. A store holding other
+    positions for any of those partitions refuses the commit with :class:`Fenced`, so a
+    processor that lost its partitions to another can never apply a batch twice.
     """
 
     positions: dict[int, int]
@@ -72,6 +84,7 @@ class StateCommit:
     dropped: list[str] = field(default_factory=list)
     applied: int = 0
     changes: list[ChangeRecord] = field(default_factory=list)
+    base: dict[int, int] | None = None
     id: int = field(default_factory=lambda: secrets.randbits(63))
 
 
@@ -87,6 +100,16 @@ class ChangeRecord(msgspec.Struct, frozen=True, gc=False, array_like=True):
     dense: int
     change: str
     at: int
+
+
+def check_base(commit: StateCommit, stored: Mapping[int, int]) -> None:
+    """Raise :class:`Fenced` unless ``stored`` positions agree with the commit's base."""
+    if commit.base is None:
+        return
+    moved = {p: stored.get(p, 0) for p, o in commit.base.items() if stored.get(p, 0) != o}
+    if moved:
+        expected = {p: commit.base[p] for p in moved}
+        raise Fenced(f"partitions moved on: stored positions {moved}, batch started at {expected}")
 
 
 def numbered_lines(
@@ -107,7 +130,8 @@ class StateStore(ABC):
     @abstractmethod
     def commit(self, commit: StateCommit) -> None:
         """Apply ``commit`` atomically (replaced segments are set, then enters/exits); a
-        commit with the id of the last one applied changes nothing."""
+        commit with the id of the last one applied changes nothing; one whose ``base``
+        disagrees with the stored positions raises :class:`Fenced` and changes nothing."""
 
     @abstractmethod
     def positions(self) -> dict[int, int]:
@@ -173,12 +197,16 @@ class StateStore(ABC):
     # -- requests the processor answers (it holds the engine) -----------------------
 
     @abstractmethod
-    def submit(self, kind: str, payload: bytes) -> str:
-        """Queue a request for the processor; returns its id."""
+    def submit(self, kind: str, payload: bytes, partition: int | None = None) -> str:
+        """Queue a request for the processor (for the one holding ``partition``, when the
+        processors share the partitions); returns its id."""
 
     @abstractmethod
-    def pending(self, limit: int = 16) -> list[tuple[str, str, bytes]]:
-        """Unanswered requests, oldest first: (id, kind, payload)."""
+    def pending(
+        self, limit: int = 16, partitions: Collection[int] | None = None
+    ) -> list[tuple[str, str, bytes]]:
+        """Unanswered requests, oldest first: (id, kind, payload). Without ``partitions``
+        the requests addressed to no partition, else those addressed to one of them."""
 
     @abstractmethod
     def respond(self, request_id: str, response: bytes) -> None:

@@ -1,9 +1,10 @@
 """The embedded state store: one SQLite database in WAL mode.
 
-The processor is the only writer; any number of reader processes (the APIs) read the same
-file concurrently and see whole commits only. Durability: WAL with ``synchronous=NORMAL``
-survives a crash of any process; after a power loss the newest commits may be missing,
-together with their positions, and are rebuilt by replaying the event log.
+Processors write (one at a time: each commit is an immediate transaction); any number of
+reader processes (the APIs) read the same file concurrently and see whole commits only.
+Durability: WAL with ``synchronous=NORMAL`` survives a crash of any process; after a power
+loss the newest commits may be missing, together with their positions, and are rebuilt by
+replaying the event log.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from audience_manager.store.base import (
     StateCommit,
     StateStore,
     StoreUnavailable,
+    check_base,
     numbered_lines,
 )
 
@@ -53,7 +55,7 @@ CREATE TABLE IF NOT EXISTS change_blocks (
 );
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, payload BLOB NOT NULL, created INTEGER NOT NULL,
-    response BLOB
+    response BLOB, partition INTEGER
 );
 """
 
@@ -155,7 +157,12 @@ class EmbeddedStateStore(StateStore):
             raise StoreUnavailable(f"cannot create {self.path}: {exc}") from exc
 
     def _upgrade(self) -> None:
-        """Move members and change lines of the earlier row-per-line layout into blocks."""
+        """Bring a database of an earlier layout up to date: requests get their partition;
+        members and change lines of the row-per-line layout move into blocks."""
+        columns = {r[1] for r in self._read("PRAGMA table_info(requests)")}
+        if "partition" not in columns:
+            with self._transaction() as db:
+                db.execute("ALTER TABLE requests ADD COLUMN partition INTEGER")
         tables = {r[0] for r in self._read("SELECT name FROM sqlite_master WHERE type='table'")}
         if "members" not in tables:
             return
@@ -223,6 +230,9 @@ class EmbeddedStateStore(StateStore):
             last = db.execute("SELECT value FROM meta WHERE key = 'commit'").fetchone()
             if last is not None and last[0] == commit.id:
                 return
+            if commit.base is not None:
+                stored = db.execute("SELECT partition, next_offset FROM positions").fetchall()
+                check_base(commit, dict(stored))
             chunks = _Chunks(db)
             erased = [p.dense for p in commit.profiles if p.doc is None]
             for row in erased:
@@ -396,20 +406,30 @@ class EmbeddedStateStore(StateStore):
                 ("marker:" + name, value),
             )
 
-    def submit(self, kind: str, payload: bytes) -> str:
+    def submit(self, kind: str, payload: bytes, partition: int | None = None) -> str:
         request_id = secrets.token_hex(12)
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO requests (id, kind, payload, created) VALUES (?, ?, ?, ?)",
-                (request_id, kind, payload, int(time.time() * 1000)),
+                "INSERT INTO requests (id, kind, payload, created, partition) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (request_id, kind, payload, int(time.time() * 1000), partition),
             )
         return request_id
 
-    def pending(self, limit: int = 16) -> list[tuple[str, str, bytes]]:
+    def pending(
+        self, limit: int = 16, partitions: Collection[int] | None = None
+    ) -> list[tuple[str, str, bytes]]:
+        parameters: list[Any]
+        if partitions is None:
+            where, parameters = " AND partition IS NULL", [limit]
+        else:
+            where = " AND partition IN (SELECT value FROM json_each(?))"
+            parameters = [json.dumps(sorted(partitions)), limit]
         rows = self._read(
-            "SELECT id, kind, payload FROM requests WHERE response IS NULL "
-            "ORDER BY created LIMIT ?",
-            (limit,),
+            "SELECT id, kind, payload FROM requests WHERE response IS NULL"
+            + where
+            + " ORDER BY created LIMIT ?",
+            parameters,
         )
         return [(r[0], r[1], bytes(r[2])) for r in rows]
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -66,6 +66,7 @@ from audience_manager.store.base import (
     StateStore,
     StoreError,
     StoreUnavailable,
+    check_base,
     numbered_lines,
 )
 
@@ -98,8 +99,16 @@ end
 # KEYS: the request, the pending ids, their counter; ARGV: id, kind, payload. Run again (a
 # retry), it leaves the request where it was in the queue.
 _SUBMIT = """
-redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'payload', ARGV[3])
+redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'payload', ARGV[3], 'queue', KEYS[2])
 redis.call('ZADD', KEYS[2], 'NX', redis.call('INCR', KEYS[3]), ARGV[1])
+"""
+
+# The answer, and the request off the queue it was submitted to.
+_RESPOND = """
+local queue = redis.call('HGET', KEYS[1], 'queue')
+redis.call('HSET', KEYS[1], 'response', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZREM', queue or KEYS[2], ARGV[3])
 """
 
 # KEYS[1] profiles, KEYS[2] sizes; ARGV: members key prefix, user id.
@@ -337,16 +346,21 @@ class RedisStateStore(StateStore):
         dense, erased = writes.dense, [p.dense for p in writes.erased]
         with self._pipeline(transaction=False) as reads:
             reads.execute_command("HMGET", meta, "commit", "commits", "lines")
+            if commit.base:
+                reads.execute_command("HMGET", self._key("positions"), *commit.base)
             if len(dense):
                 low, high = int(dense.min()) >> 3, int(dense.max()) >> 3
                 reads.execute_command("GETRANGE", users, low, high)
             if erased:
                 reads.execute_command("HKEYS", sizes)
             replies = reads.execute()
-        last, commits, lines = replies[0]
+        last, commits, lines = replies.pop(0)
         if last is not None and int(last) == commit.id:
             return  # applied already (its reply was lost)
-        new, first, patch = _new_users(writes, replies[1]) if len(dense) else ([], 0, b"")
+        if commit.base:
+            stored = zip(commit.base, replies.pop(0), strict=True)
+            check_base(commit, {p: int(o) for p, o in stored if o is not None})
+        new, first, patch = _new_users(writes, replies[0]) if len(dense) else ([], 0, b"")
         leaving = self._holding(erased, [s.decode() for s in replies[-1]]) if erased else {}
         touched = {segment_id for segment_id, _ in writes.flips}
         seq, line = int(commits or 0) + 1, int(lines or 0) + len(commit.changes)
@@ -515,14 +529,31 @@ class RedisStateStore(StateStore):
 
     # -- requests ---------------------------------------------------------------------
 
-    def submit(self, kind: str, payload: bytes) -> str:
+    def submit(self, kind: str, payload: bytes, partition: int | None = None) -> str:
         request_id = secrets.token_hex(12)
-        keys = (self._key("request", request_id), self._key("pending"), self._key("requests"))
+        queue = self._queue(partition)
+        keys = (self._key("request", request_id), queue, self._key("requests"))
         self._call("EVAL", _SUBMIT, 3, *keys, request_id, kind, payload)
         return request_id
 
-    def pending(self, limit: int = 16) -> list[tuple[str, str, bytes]]:
-        ids = [i.decode() for i in self._call("ZRANGE", self._key("pending"), 0, limit - 1)]
+    def _queue(self, partition: int | None) -> str:
+        """The sorted set of a partition's unanswered requests (or of unaddressed ones)."""
+        return self._key("pending") if partition is None else self._key("pending", str(partition))
+
+    def pending(
+        self, limit: int = 16, partitions: Collection[int] | None = None
+    ) -> list[tuple[str, str, bytes]]:
+        queues = [None] if partitions is None else sorted(partitions)
+        with self._errors(), self._pipeline(transaction=False) as pipe:
+            for partition in queues:
+                pipe.execute_command("ZRANGE", self._queue(partition), 0, limit - 1, "WITHSCORES")
+            replies = pipe.execute()
+        queued = [
+            (float(score), request_id.decode())
+            for reply in replies
+            for request_id, score in zip(reply[::2], reply[1::2], strict=True)
+        ]
+        ids = [request_id for _, request_id in sorted(queued)[:limit]]
         with self._errors(), self._pipeline(transaction=False) as pipe:
             for request_id in ids:
                 pipe.execute_command("HMGET", self._key("request", request_id), "kind", "payload")
@@ -534,12 +565,8 @@ class RedisStateStore(StateStore):
         ]
 
     def respond(self, request_id: str, response: bytes) -> None:
-        key = self._key("request", request_id)
-        with self._errors(), self._pipeline() as pipe:
-            pipe.execute_command("HSET", key, "response", response)
-            pipe.execute_command("EXPIRE", key, _ANSWER_TTL)
-            pipe.execute_command("ZREM", self._key("pending"), request_id)
-            pipe.execute()
+        keys = (self._key("request", request_id), self._key("pending"))
+        self._call("EVAL", _RESPOND, 2, *keys, response, _ANSWER_TTL, request_id)
 
     def response(self, request_id: str) -> bytes | None:
         answer = self._call("HGET", self._key("request", request_id), "response")

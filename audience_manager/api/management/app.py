@@ -30,7 +30,7 @@ from audience_manager.api.management.processor_client import (
 from audience_manager.api.management.segments import routes as segments
 from audience_manager.api.management.users import routes as users
 from audience_manager.backends import Backends, open_backends
-from audience_manager.bus.base import BusError
+from audience_manager.bus.base import BusError, EventBus
 from audience_manager.catalog.errors import CatalogError
 from audience_manager.config import Settings
 from audience_manager.store import StoreError
@@ -96,9 +96,14 @@ def _attach(app: FastAPI, settings: Settings, backends: Backends, timeout: float
     app.state.context = ManagementContext(
         settings=settings,
         backends=backends,
-        cache=MembershipCache(backends.store),
-        processor=ProcessorClient(backends.store, timeout=timeout),
+        cache=MembershipCache(backends.store, stride=_stride(backends.bus)),
+        processor=ProcessorClient(backends.store, timeout=timeout, bus=backends.bus),
     )
+
+
+def _stride(bus: EventBus) -> int:
+    """How store user ids interleave: one run per partition when processors share them."""
+    return bus.partitions if bus.shares_partitions else 1
 
 
 def _readiness(backends: Backends) -> Callable[[], dict[str, str]]:

@@ -12,7 +12,10 @@ is what the store holds too.
 
 ``not`` is taken relative to every user with a stored profile (``StateStore.users``),
 loaded on the first expression that negates and then extended with the users whose dense
-ids are above the highest seen (new users only ever get higher ids).
+ids are above the highest seen. New users only ever get higher ids within a run of ids
+(``stride``): one run when one processor numbers every user, one per partition when
+processors share the partitions, so the cache asks for the ids above the lowest of the
+runs' highest.
 """
 
 from __future__ import annotations
@@ -62,12 +65,14 @@ def _bitmap_ids(bitmap: BitMap) -> np.ndarray[tuple[int], np.dtype[np.uint32]]:
 class MembershipCache:
     """Bitmaps of the segments in use, kept current from the change log; thread-safe."""
 
-    def __init__(self, store: StateStore, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, store: StateStore, page_size: int = PAGE_SIZE, stride: int = 1) -> None:
         self._store = store
         self._page_size = page_size
+        self._stride = stride
         self._membership = SegmentMembership()
         self._sequence: int | None = None  # the last change record applied
-        self._highest_user: int | None = None  # None until the universe is loaded
+        # The highest user id of each run (id % stride); None until the universe is loaded.
+        self._highest: np.ndarray[tuple[int], np.dtype[np.int64]] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -125,11 +130,10 @@ class MembershipCache:
             self._sequence = page[-1][0]
             if len(page) < self._page_size:
                 break
-        if self._highest_user is not None:
-            fresh = self._store.users(self._highest_user)
+        if self._highest is not None:
+            fresh = self._store.users(int(self._highest.min()))
             if fresh:
-                self._membership.add_users(_bitmap_ids(fresh))
-                self._highest_user = int(fresh.max())
+                self._add_users(_bitmap_ids(fresh))
 
     def _apply(self, records: Iterable[ChangeRecord]) -> None:
         membership = self._membership
@@ -166,7 +170,14 @@ class MembershipCache:
                 self._membership.replace(segment_id, _bitmap_ids(bitmap))
 
     def _load_universe(self) -> None:
-        if self._highest_user is None:
-            users = self._store.users()
-            self._membership.add_users(_bitmap_ids(users))
-            self._highest_user = int(users.max()) if users else -1
+        if self._highest is None:
+            self._highest = np.full(self._stride, -1, dtype=np.int64)
+            self._add_users(_bitmap_ids(self._store.users()))
+
+    def _add_users(self, ids: np.ndarray[tuple[int], np.dtype[np.uint32]]) -> None:
+        assert self._highest is not None
+        self._membership.add_users(ids)
+        wide = ids.astype(np.int64)
+        runs = wide % self._stride
+        for run in np.unique(runs):
+            self._highest[run] = max(self._highest[run], wide[runs == run].max())

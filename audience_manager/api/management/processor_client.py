@@ -8,6 +8,7 @@ processor answers between batches; an answer may be ``{"error": {"status", "code
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import msgspec
 from starlette.concurrency import run_in_threadpool
 
 from audience_manager.api.errors import ApiError
+from audience_manager.bus.base import EventBus
 from audience_manager.store import StateStore
 
 __all__ = ["ProcessorClient", "ProcessorNotAnswering"]
@@ -38,21 +40,64 @@ class ProcessorClient:
     timeout: float = 10.0
     interval: float = 0.01
     settle: float = 2.0
+    #: The event log, when processors share its partitions: a request then goes to the
+    #: processor holding the partition it is about (or one to each partition).
+    bus: EventBus | None = None
+
+    @property
+    def partitions(self) -> int | None:
+        """How many partitions answer separately (None: one processor answers all)."""
+        return self.bus.partitions if self.bus is not None and self.bus.shares_partitions else None
+
+    def partition_of(self, user_id: str) -> int | None:
+        """The partition a request about ``user_id`` goes to (None: not addressed)."""
+        return (
+            None if self.partitions is None or self.bus is None else self.bus.partition_for(user_id)
+        )
+
+    async def ask_all(
+        self,
+        kind: str,
+        payload: Callable[[int | None], dict[str, Any]],
+        *,
+        retry_not_found: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The answers about every partition: one request, or one per partition (made by
+        ``payload(partition)``) asked at once when processors share the partitions."""
+        if self.partitions is None:
+            return [await self.ask(kind, payload(None), retry_not_found=retry_not_found)]
+        answers: dict[int, dict[str, Any]] = {}
+
+        async def one(partition: int) -> None:
+            answers[partition] = await self.ask(
+                kind, payload(partition), partition=partition, retry_not_found=retry_not_found
+            )
+
+        async with anyio.create_task_group() as group:
+            for partition in range(self.partitions):
+                group.start_soon(one, partition)
+        return [answers[p] for p in sorted(answers)]
 
     async def ask(
         self,
         kind: str,
         payload: dict[str, Any],
         *,
+        partition: int | None = None,
         retry_not_found: bool = False,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """The processor's answer to a ``kind`` request; its error answers are raised."""
+        """The processor's answer to a ``kind`` request (addressed to ``partition`` when
+        processors share the partitions); its error answers are raised."""
         started = time.monotonic()
         deadline = started + (self.timeout if timeout is None else timeout)
+        if self.partitions is not None and partition is not None:
+            payload = {**payload, "partition": partition}
+        else:
+            partition = None
         body = msgspec.json.encode(payload)
         while True:
-            request_id = await run_in_threadpool(self.store.submit, kind, body)
+            request_id = await run_in_threadpool(self.store.submit, kind, body, partition)
             answer = await self._wait(request_id, deadline)
             error = answer.get("error")
             if not isinstance(error, dict):

@@ -13,6 +13,7 @@ import pytest
 from audience_manager.store import (
     ChangeRecord,
     EmbeddedStateStore,
+    Fenced,
     ProfileWrite,
     StateCommit,
     StateStore,
@@ -207,6 +208,47 @@ def test_requests_wait_in_order_for_their_answers(store: StateStore) -> None:
     store.respond(first, b"answer")
     assert store.response(first) == b"answer"
     assert store.pending() == [(second, "backfill", b"two")]
+
+
+def test_requests_addressed_to_partitions_go_to_their_holders(store: StateStore) -> None:
+    loose = store.submit("preview", b"any")
+    time.sleep(0.002)
+    to_zero = store.submit("explain", b"zero", partition=0)
+    time.sleep(0.002)
+    to_two = store.submit("preview", b"two", partition=2)
+    assert store.pending() == [(loose, "preview", b"any")]
+    assert store.pending(partitions=[0, 1]) == [(to_zero, "explain", b"zero")]
+    assert store.pending(partitions={2, 0}) == [
+        (to_zero, "explain", b"zero"),
+        (to_two, "preview", b"two"),
+    ]
+    assert store.pending(limit=1, partitions=[2, 0]) == [(to_zero, "explain", b"zero")]
+    assert store.pending(partitions=[]) == []
+    store.respond(to_zero, b"done")
+    assert store.response(to_zero) == b"done"
+    assert store.pending(partitions=[0, 2]) == [(to_two, "preview", b"two")]
+    assert store.pending() == [(loose, "preview", b"any")]
+
+
+def test_a_commit_from_positions_that_moved_on_is_fenced_off(store: StateStore) -> None:
+    store.commit(StateCommit({0: 5, 1: 7}, 1, base={0: 0, 1: 0}))
+    stale = StateCommit(
+        {0: 6},
+        2,
+        profiles((0, "a")),
+        enters={"s": [0]},
+        applied=1,
+        changes=[ChangeRecord("s", "a", 0, "enter", 2)],
+        base={0: 4},
+    )
+    with pytest.raises(Fenced, match="partitions moved on"):
+        store.commit(stale)
+    assert store.positions() == {0: 5, 1: 7}
+    assert (store.applied(), store.last_change(), store.sizes()) == (0, 0, {})
+    assert store.profile("a") is None
+    store.commit(StateCommit({0: 6}, 3, base={0: 5}))  # only the partitions it names count
+    store.commit(StateCommit({2: 1}, 4, base={2: 0}))  # a partition never committed is at 0
+    assert store.positions() == {0: 6, 1: 7, 2: 1}
 
 
 def test_journal_records_batches_until_a_snapshot_covers_them(store: StateStore) -> None:

@@ -23,7 +23,6 @@ from audience_manager.backends import Backends, open_backends
 from audience_manager.catalog import CatalogWatcher
 from audience_manager.config import Settings
 from audience_manager.processor.codec import WireEvent, encode_event
-from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.runtime import EVENTS, Processor, ProcessorConfig
 
 HIGH_VALUE = {"conditions": [{"field": "totalSpent", "operator": "gt", "value": 1000}]}
@@ -37,10 +36,8 @@ def processing(settings: Settings) -> Iterator[None]:
     """A processor over its own backends (as its own process would have), in a thread."""
     backends = open_backends(settings)
     watcher = CatalogWatcher(settings.catalog, poll_every=0.02)
-    sync = DefinitionSync(backends.catalog)
     config = ProcessorConfig(snapshots=settings.snapshot_dir, poll_timeout=0.02)
-    processor = Processor(backends.bus, backends.store, sync, config, watcher)
-    sync.history = processor.history
+    processor = Processor(backends.bus, backends.store, backends.catalog, config, watcher)
     stop = threading.Event()
     thread = threading.Thread(target=processor.run, args=(stop,), daemon=True)
     thread.start()

@@ -23,7 +23,6 @@ from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.engine import ManualClock
 from audience_manager.engine.documents import decode_profile
 from audience_manager.processor.codec import WireEvent, encode_erase, encode_event
-from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.relay import CHANGES
 from audience_manager.processor.runtime import DEAD_LETTER, EVENTS, Processor, ProcessorConfig
 from audience_manager.store import EmbeddedStateStore, StateStore
@@ -44,11 +43,8 @@ class Platform:
     clock: ManualClock
 
     def processor(self) -> Processor:
-        sync = DefinitionSync(self.catalog)
         config = ProcessorConfig(snapshots=self.directory / "snapshots")
-        processor = Processor(self.bus, self.store, sync, config, self.watcher, clock=self.clock)
-        sync.history = processor.history
-        return processor
+        return Processor(self.bus, self.store, self.catalog, config, self.watcher, clock=self.clock)
 
     def send(self, *events: WireEvent) -> None:
         self.bus.publish(EVENTS, [(e.user_id, encode_event(e)) for e in events])

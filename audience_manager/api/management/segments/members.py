@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
@@ -74,9 +74,17 @@ class MemberService:
                 "conflict",
                 f"segment {segment.name!r} is {segment.type}: its members follow its rules",
             )
-        payload = {"segmentId": segment.id, "mode": mode, "userIds": user_ids}
-        answer = await self._processor.ask("members", payload, retry_not_found=True)
-        return MemberCount(size=int(answer["size"]))
+        # Where processors share the partitions, each gets the users of its own.
+        by_partition: dict[int | None, list[str]] = {}
+        for user_id in user_ids:
+            by_partition.setdefault(self._processor.partition_of(user_id), []).append(user_id)
+
+        def payload(partition: int | None) -> dict[str, Any]:
+            ids = user_ids if partition is None else by_partition.get(partition, [])
+            return {"segmentId": segment.id, "mode": mode, "userIds": ids}
+
+        answers = await self._processor.ask_all("members", payload, retry_not_found=True)
+        return MemberCount(size=sum(int(answer["size"]) for answer in answers))
 
     def _pages(self, segment_id: str) -> Iterator[list[str]]:
         after: int | None = None

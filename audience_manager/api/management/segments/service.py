@@ -65,10 +65,10 @@ class SegmentService:
         segment references included), then evaluated by the processor.
         """
         checked = await run_in_threadpool(self._check, rules)
-        answer = await self._processor.ask(
-            "preview", {"rules": checked.rules, "sample": sample}, retry_not_found=True
-        )
-        return PreviewResponse(size=int(answer["size"]), sample=list(answer["sample"]))
+        body = {"rules": checked.rules, "sample": sample}
+        answers = await self._processor.ask_all("preview", lambda _: body, retry_not_found=True)
+        found = [user_id for answer in answers for user_id in answer["sample"]]
+        return PreviewResponse(size=sum(int(a["size"]) for a in answers), sample=found[:sample])
 
     def _check(self, rules: dict[str, Any]) -> CheckedRules:
         return check_segment(

@@ -72,7 +72,9 @@ class UserService:
         end = await run_in_threadpool(self._bus.end_offsets, EVENTS_TOPIC)
         payload = {"userId": user_id, "partition": partition, "after": end.get(partition, 0)}
         try:
-            await self._processor.ask("erase", payload, timeout=self._erase_timeout)
+            await self._processor.ask(
+                "erase", payload, partition=partition, timeout=self._erase_timeout
+            )
         except ProcessorNotAnswering:
             return False
         return True
@@ -82,7 +84,10 @@ class UserService:
         await run_in_threadpool(self._stored_profile, user_id)
         segment = await run_in_threadpool(self._catalog.get_segment, segment_id)
         payload = {"userId": user_id, "segmentId": segment.id}
-        return await self._processor.ask("explain", payload, retry_not_found=True)
+        partition = self._processor.partition_of(user_id)
+        return await self._processor.ask(
+            "explain", payload, partition=partition, retry_not_found=True
+        )
 
     def _stored_profile(self, user_id: str) -> dict[str, Any]:
         stored = self._store.profile(user_id)

@@ -82,6 +82,20 @@ def test_not_is_relative_to_every_user_with_a_profile(
     assert cache.count(expression, {"a": "a"}) == 3
 
 
+def test_users_of_partitions_that_number_them_apart_all_join_the_universe(
+    store: EmbeddedStateStore, writer: Writer
+) -> None:
+    # Four partitions number their users local * 4 + partition: ids are new in every run.
+    writer.commit(enters={"a": [1]}, profiles=[0, 4, 400, 2, 3, 6])
+    cache = MembershipCache(store, stride=4)
+    expression = parse_audience({"not": "a"})
+    assert cache.count(expression, {"a": "a"}) == 6
+    writer.commit(profiles=[12, 5, 7])  # 12: partition 0 has numbered up to 400 already
+    assert cache.count(expression, {"a": "a"}) == 9
+    writer.commit(profiles=[10])
+    assert set(cache.universe()) == {0, 1, 2, 3, 4, 5, 6, 7, 10, 12, 400}
+
+
 def _expression(rng: random.Random, depth: int = 0) -> Any:
     if depth >= 3 or rng.random() < 0.3:
         return rng.choice("abcde")
