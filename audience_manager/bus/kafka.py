@@ -498,9 +498,20 @@ class KafkaConsumer(Consumer):
         except KafkaException as exc:
             raise _unavailable(f"Kafka consumer of {self._topic} failed", exc) from exc
         failure, self._failure = self._failure, None
-        if failure is not None:
+        if failure is not None and not self._reachable_again(failure):
             raise BusUnavailable(f"Kafka consumer of {self._topic} failed: {failure.str()}")
         return result
+
+    def _reachable_again(self, failure: KafkaError) -> bool:
+        """Whether a broker answers again after ``failure`` reported them all down: the
+        report may come late, from the first tries of a consumer made while they were."""
+        if failure.code() != KafkaError._ALL_BROKERS_DOWN:
+            return False
+        try:
+            self._consumer.list_topics(self._topic, timeout=_UNREACHABLE_WAIT)
+        except KafkaException:
+            return False
+        return True
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal() or error.code() in _FAILURES:
