@@ -193,6 +193,26 @@ def test_publish_fails_fast_while_no_broker_answers_and_resumes_after(
     assert values.count(b"refused-2") <= 1
 
 
+def test_a_consumer_reads_on_once_the_broker_is_back(restartable: KafkaBroker, topic: str) -> None:
+    # The client reports every broker down while the broker is away; polled only after its
+    # return, the consumer must not fail on that late report.
+    with KafkaEventBus(restartable.bootstrap, 2) as bus:
+        bus.publish(topic, [("user-1", b"before")])
+        with bus.consumer(topic, "g") as consumer:
+            consumer.assign()
+            assert [r.value for r in consumer.poll(timeout=5.0)] == [b"before"]
+            with restartable.down():
+                time.sleep(1.0)
+            after = publish_until_acknowledged(bus, topic, 15)
+            give_up = time.monotonic() + 10
+            read: list[bytes] = []
+            while after not in read and time.monotonic() < give_up:
+                read += [r.value for r in consumer.poll(timeout=1.0)]
+            # Refused tries may have reached the log too; nothing else is new.
+            assert after in read
+            assert all(value.startswith(b"after-") for value in read)
+
+
 def test_a_producer_that_can_deliver_nothing_more_is_replaced(
     restartable: KafkaBroker, topic: str
 ) -> None:
