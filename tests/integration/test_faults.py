@@ -38,8 +38,8 @@ USERS = 40
 START = 1_767_225_600_000
 NUMBERS = itertools.count()
 #: Seconds from a server's return to a new event applied, at most: the processor retries
-#: within 5 s, and its new group member may wait out the old one's session (6 s) and a
-#: join (3 s on tansu).
+#: within 5 s and joins its group anew, which after a broker restart takes tansu up to about
+#: 25 s (it waits out the members that were gone).
 RECOVERY = 45.0
 
 
