@@ -365,10 +365,14 @@ class Processor:
         return applied
 
     def _write(self, state: StateCommit, poison: list[tuple[str, bytes]]) -> None:
-        """On the writer thread: commit, then publish dead letters and the new changes."""
-        self.store.commit(state)
+        """On the writer thread: publish the dead letters, commit, publish the new changes.
+
+        Dead letters go first: a batch whose commit does not land is applied again after a
+        restart, dead letters included, while a replay of a committed one writes nothing,
+        so each dead letter is published at least once."""
         if poison:
             self.bus.publish(DEAD_LETTER, poison)
+        self.store.commit(state)
         self._relay()
 
     def _settle(self) -> None:
