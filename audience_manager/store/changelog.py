@@ -7,12 +7,17 @@ lines; they still decode (a map and an array are told apart by their first byte)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import numpy as np
 
-from audience_manager.store.base import ChangeBlock, ChangeRecord
+from audience_manager.store.base import ChangeBlock, ChangeRecord, numbered_block
 
-__all__ = ["decode_block", "encode_block"]
+__all__ = ["decode_block", "encode_block", "read_blocks"]
+
+#: Stored blocks fetched at a time while reading the log.
+BLOCKS_PER_READ = 8
 
 
 class _Columns(msgspec.Struct, gc=False):
@@ -56,3 +61,27 @@ def decode_block(blob: bytes) -> ChangeBlock:
         np.frombuffer(stored.kind, "i1").astype(np.int8),
         np.frombuffer(stored.at, "<i8").astype(np.int64),
     )
+
+
+def read_blocks(
+    fetch: Callable[[int], list[tuple[int, bytes]]], sequence: int, limit: int
+) -> list[tuple[int, ChangeBlock]]:
+    """The lines after line ``sequence``, at most ``limit``, as blocks with the number of
+    each one's first line. ``fetch(after)`` gives the next ``BLOCKS_PER_READ`` stored
+    blocks whose last line comes after ``after``, as (last line number, encoded block)."""
+    blocks: list[tuple[int, ChangeBlock]] = []
+    room = limit
+    while room > 0:
+        stored = fetch(sequence)
+        for last, blob in stored:
+            whole = decode_block(blob)
+            start, block = numbered_block(last - len(whole) + 1, whole, sequence, room)
+            if len(block):
+                blocks.append((start, block))
+                room -= len(block)
+                sequence = start + len(block) - 1
+            if room <= 0:
+                break
+        if len(stored) < BLOCKS_PER_READ:
+            break
+    return blocks

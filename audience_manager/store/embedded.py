@@ -32,9 +32,12 @@ from audience_manager.store.base import (
     StateStore,
     StoreUnavailable,
     check_base,
-    numbered_block,
 )
-from audience_manager.store.changelog import decode_block, encode_block
+from audience_manager.store.changelog import (
+    BLOCKS_PER_READ,
+    encode_block,
+    read_blocks,
+)
 
 __all__ = ["EmbeddedStateStore"]
 
@@ -380,24 +383,13 @@ class EmbeddedStateStore(StateStore):
     def change_blocks_since(
         self, sequence: int, limit: int = 10_000
     ) -> list[tuple[int, ChangeBlock]]:
-        blocks: list[tuple[int, ChangeBlock]] = []
-        room = limit
-        while room > 0:
-            rows = self._read(
-                "SELECT first, lines FROM change_blocks WHERE last > ? ORDER BY last LIMIT 8",
-                (sequence,),
+        def fetch(after: int) -> list[tuple[int, bytes]]:
+            return self._read(
+                "SELECT last, lines FROM change_blocks WHERE last > ? ORDER BY last LIMIT ?",
+                (after, BLOCKS_PER_READ),
             )
-            for first, blob in rows:
-                start, block = numbered_block(first, decode_block(blob), sequence, room)
-                if len(block):
-                    blocks.append((start, block))
-                    room -= len(block)
-                    sequence = start + len(block) - 1
-                if room <= 0:
-                    break
-            if len(rows) < 8:
-                break
-        return blocks
+
+        return read_blocks(fetch, sequence, limit)
 
     def last_change(self) -> int:
         rows = self._read("SELECT MAX(last) FROM change_blocks")

@@ -79,9 +79,12 @@ from audience_manager.store.base import (
     StoreError,
     StoreUnavailable,
     check_base,
-    numbered_block,
 )
-from audience_manager.store.changelog import decode_block, encode_block
+from audience_manager.store.changelog import (
+    BLOCKS_PER_READ,
+    encode_block,
+    read_blocks,
+)
 
 __all__ = ["RedisStateStore"]
 
@@ -617,23 +620,12 @@ class RedisStateStore(StateStore):
     def change_blocks_since(
         self, sequence: int, limit: int = 10_000
     ) -> list[tuple[int, ChangeBlock]]:
-        blocks: list[tuple[int, ChangeBlock]] = []
-        room = limit
-        while room > 0:
-            entries = self._call("XRANGE", self._key("changes"), sequence + 1, "+", "COUNT", 8)
-            for entry_id, fields in entries:
-                stored = decode_block(fields[b"lines"])
-                first = int(entry_id.split(b"-")[0]) - len(stored) + 1
-                start, block = numbered_block(first, stored, sequence, room)
-                if len(block):
-                    blocks.append((start, block))
-                    room -= len(block)
-                    sequence = start + len(block) - 1
-                if room <= 0:
-                    break
-            if len(entries) < 8:
-                break
-        return blocks
+        def fetch(after: int) -> list[tuple[int, bytes]]:
+            key = self._key("changes")
+            entries = self._call("XRANGE", key, after + 1, "+", "COUNT", BLOCKS_PER_READ)
+            return [(int(entry_id.split(b"-")[0]), f[b"lines"]) for entry_id, f in entries]
+
+        return read_blocks(fetch, sequence, limit)
 
     def last_change(self) -> int:
         return int(self._call("HGET", self._key("meta"), "lines") or 0)
