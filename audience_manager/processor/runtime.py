@@ -230,6 +230,7 @@ class Processor:
             while not stop.is_set():
                 self.step()
             self.snapshot()
+            log.info("processor stopped at positions %s", self.positions)
         finally:
             # Snapshotted, or (after a failure) holding engines that may be ahead of the
             # store: either way nothing more is saved of them when the group takes the

@@ -51,24 +51,18 @@ def run_processor(settings: Settings, stop: threading.Event | None = None) -> No
             changes_topic=CHANGES if settings.changes_topic_on else None,
             changes_kept=settings.change_log_lines,
         )
-        processor: Processor | None = None
         delay = FIRST_RETRY
         while not stop.is_set():
             started = time.monotonic()
             try:
                 # Built anew each time: recovery starts from what the store committed.
-                processor = Processor(
-                    backends.bus, backends.store, backends.catalog, config, watcher
-                )
-                processor.run(stop)
+                Processor(backends.bus, backends.store, backends.catalog, config, watcher).run(stop)
             except (StoreUnavailable, BusUnavailable, CatalogUnavailable, Fenced) as exc:
                 if time.monotonic() - started > LAST_RETRY:
                     delay = FIRST_RETRY  # it had recovered since the last outage
                 log.warning("backend unavailable, retrying in %.1f s: %s", delay, exc)
                 stop.wait(delay)
                 delay = min(delay * 2, LAST_RETRY)
-        if processor is not None:
-            log.info("processor stopped at positions %s", processor.positions)
     finally:
         watcher.close()
         backends.close()
