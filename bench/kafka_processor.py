@@ -78,7 +78,8 @@ from audience_manager.store import EmbeddedStateStore, StateStore
 from audience_manager.store.redis import RedisStateStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from processor import RULES  # bench/processor.py: the script's folder is on sys.path
+from bus_kafka import broker  # bench/bus_kafka.py: the script's folder is on sys.path
+from processor import RULES  # bench/processor.py
 
 ROOT = Path(__file__).resolve().parent.parent
 _log = logging.getLogger("bench.kafka_processor")
@@ -89,18 +90,6 @@ QUIX_APP = ROOT / "bench" / "quix_aggregation.py"
 QUIX_INSTALL = (
     "python3 -m venv .venv-quix && .venv-quix/bin/pip install -r bench/requirements-quix.txt"
 )
-
-
-@contextlib.contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
-    """``bootstrap``, or a tansu broker started for the run."""
-    if bootstrap is not None:
-        yield bootstrap
-        return
-    from services.kafka import running_tansu
-
-    with running_tansu() as started:
-        yield started.bootstrap
 
 
 def create_events_topic(bootstrap: str) -> None:

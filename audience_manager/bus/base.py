@@ -39,6 +39,7 @@ __all__ = [
     "RevokeCallback",
     "check_name",
     "check_seek",
+    "check_values",
     "encode_records",
 ]
 
@@ -88,9 +89,14 @@ def encode_records(records: Sequence[tuple[str, bytes]]) -> tuple[list[bytes], l
     except AttributeError:
         raise TypeError("record keys must be str") from None
     values = [value for _, value in records]
+    check_values(values)
+    return keys, values
+
+
+def check_values(values: Sequence[object]) -> None:
+    """``TypeError`` unless every record value is bytes."""
     if any(not issubclass(kind, bytes) for kind in set(map(type, values))):
         raise TypeError("record values must be bytes")
-    return keys, values
 
 
 def check_seek(topic: str, positions: Mapping[int, int], assigned: Collection[int]) -> None:

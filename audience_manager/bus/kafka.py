@@ -26,14 +26,14 @@ a delivery timed out) is replaced by a new one at the next call.
 Placement. Every record is sent to ``partition_for(key)`` explicitly, so placement never
 depends on the client's partitioner (it agrees with Kafka's default murmur2 anyway).
 
-Consumers. ``assign`` assigns partitions manually, starting at the group's committed
-position, else the first retained offset; ``commit`` stores positions in the group
-synchronously. A consumer may instead ``subscribe`` and let the group coordinator share
-the topic's partitions among the group's members (Kafka only). Records a consumer has
-fetched are handed out by ``poll`` partition by partition in turn, so no partition
-starves another. A position outside the retained range (deleted by retention, or past
-the end of a recreated topic) raises ``OffsetOutOfRange``; a broker that cannot be
-reached raises ``BusUnavailable``.
+Consumers (``_kafka_consumer.py``). ``assign`` assigns partitions manually, starting at
+the group's committed position, else the first retained offset; ``commit`` stores
+positions in the group synchronously. A consumer may instead ``subscribe`` and let the
+group coordinator share the topic's partitions among the group's members (Kafka only).
+Records a consumer has fetched are handed out by ``poll`` partition by partition in
+turn, so no partition starves another. A position outside the retained range (deleted by
+retention, or past the end of a recreated topic) raises ``OffsetOutOfRange``; a broker
+that cannot be reached raises ``BusUnavailable``.
 """
 
 from __future__ import annotations
@@ -45,9 +45,8 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-from confluent_kafka import Consumer as RawConsumer
 from confluent_kafka import (
     KafkaError,
     KafkaException,
@@ -57,17 +56,13 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from audience_manager.bus._kafka_consumer import UNREACHABLE_WAIT, KafkaConsumer, unavailable
 from audience_manager.bus.base import (
-    AssignCallback,
     BusError,
     BusUnavailable,
-    Consumer,
     EventBus,
-    OffsetOutOfRange,
-    Record,
-    RevokeCallback,
     check_name,
-    check_seek,
+    check_values,
     encode_records,
 )
 from audience_manager.bus.partitioning import partitions_for_keys
@@ -75,17 +70,9 @@ from audience_manager.bus.partitioning import partitions_for_keys
 __all__ = ["ConfigValue", "KafkaConsumer", "KafkaEventBus"]
 
 ConfigValue = str | int | float | bool
-#: Called with the partition numbers a subscribed consumer gained or is about to lose.
 
 _log = logging.getLogger(__name__)
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-# Records a consumer takes from the client before handing them out fairly.
-_PREFETCH = 10_000
 _DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
-# Consumer errors that mean the cluster cannot be used right now.
-_FAILURES = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION})
-_OUT_OF_RANGE = frozenset({KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET})
 # Delivery errors after which a producer delivers nothing any more: it takes a new one.
 _PRODUCER_ENDED = frozenset(
     {
@@ -95,15 +82,8 @@ _PRODUCER_ENDED = frozenset(
         KafkaError._FATAL,
     }
 )
-# Seconds a publish waits for a broker once the client reports every broker down (and at
-# most for an answer when checking that one is back).
-_UNREACHABLE_WAIT = 1.0
 _EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-
-
-def _unavailable(what: str, exc: KafkaException) -> BusUnavailable:
-    return BusUnavailable(f"{what}: {exc.args[0] if exc.args else exc}")
 
 
 class KafkaEventBus(EventBus):
@@ -222,7 +202,7 @@ class KafkaEventBus(EventBus):
                         poll(0.01)
             self._await_deliveries(producer, reported)
         except KafkaException as exc:
-            raise _unavailable(f"cannot publish to {topic}", exc) from exc
+            raise unavailable(f"cannot publish to {topic}", exc) from exc
         if failures:
             ended = [f for f in failures if f.fatal() or f.code() in _PRODUCER_ENDED]
             if ended:
@@ -247,8 +227,7 @@ class KafkaEventBus(EventBus):
             return
         if set(map(type, keys)) != {str}:
             raise TypeError("record keys must be str")
-        if any(not issubclass(kind, bytes) for kind in set(map(type, values))):
-            raise TypeError("record values must be bytes")
+        check_values(values)
         # A UTF-8 character takes at most 4 bytes: count exactly only when that could matter.
         if 4 * max(map(len, keys)) + max(map(len, values)) > self._max_record_bytes:
             encoded = [key.encode() for key in keys]
@@ -277,7 +256,7 @@ class KafkaEventBus(EventBus):
                 left = producer.flush(self.timeout + 5)
             except KafkaException as exc:
                 self._drop_bulk()
-                raise _unavailable(f"cannot publish to {topic}", exc) from exc
+                raise unavailable(f"cannot publish to {topic}", exc) from exc
             if failures or left:
                 # The next call starts on a new producer (this one may be fenced or stuck).
                 self._drop_bulk()
@@ -316,9 +295,9 @@ class KafkaEventBus(EventBus):
             producer = self._producer
         if self._unreachable is not None:
             try:
-                producer.list_topics(topic, timeout=_UNREACHABLE_WAIT)
+                producer.list_topics(topic, timeout=UNREACHABLE_WAIT)
             except KafkaException as exc:
-                raise _unavailable(f"cannot publish to {topic}", exc) from exc
+                raise unavailable(f"cannot publish to {topic}", exc) from exc
             self._unreachable = None
         return producer
 
@@ -329,7 +308,7 @@ class KafkaEventBus(EventBus):
         while not reported() and time.monotonic() < deadline:
             producer.flush(0.05)
             if self._unreachable is not None:
-                deadline = min(deadline, time.monotonic() + _UNREACHABLE_WAIT)
+                deadline = min(deadline, time.monotonic() + UNREACHABLE_WAIT)
 
     def _on_producer_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
@@ -383,7 +362,7 @@ class KafkaEventBus(EventBus):
                 _result(futures[topic], self.timeout)
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise _unavailable(f"cannot create topic {topic}", exc) from exc
+                    raise unavailable(f"cannot create topic {topic}", exc) from exc
             self._check_partitions(topic)
             self._topics.add(topic)
 
@@ -391,7 +370,7 @@ class KafkaEventBus(EventBus):
         try:
             metadata = self._admin.list_topics(topic, timeout=self.timeout).topics[topic]
         except KafkaException as exc:
-            raise _unavailable(f"cannot describe topic {topic}", exc) from exc
+            raise unavailable(f"cannot describe topic {topic}", exc) from exc
         if metadata.error is not None:
             raise BusUnavailable(f"cannot describe topic {topic}: {metadata.error.str()}")
         if len(metadata.partitions) != self.partitions:
@@ -407,7 +386,7 @@ class KafkaEventBus(EventBus):
             futures = self._admin.list_offsets(wanted, request_timeout=self.timeout)
             return {tp.partition: _result(f, self.timeout).offset for tp, f in futures.items()}
         except KafkaException as exc:
-            raise _unavailable(f"cannot list the offsets of {topic}", exc) from exc
+            raise unavailable(f"cannot list the offsets of {topic}", exc) from exc
 
 
 def _result(future: Future[Any], timeout: float) -> Any:
@@ -416,258 +395,3 @@ def _result(future: Future[Any], timeout: float) -> Any:
         return future.result(timeout + 5)
     except TimeoutError:
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT)) from None
-
-
-class KafkaConsumer(Consumer):
-    """A consumer of one Kafka topic for one group; one thread at a time.
-
-    Positions are tracked here, record by record handed out, so they are exact even
-    before the client has fetched anything; records fetched but not yet handed out wait
-    in per-partition buffers.
-    """
-
-    def __init__(
-        self, bus: KafkaEventBus, topic: str, group: str, config: Mapping[str, Any]
-    ) -> None:
-        self._bus = bus
-        self._topic = topic
-        self._partitions = bus.partitions
-        self._failure: KafkaError | None = None
-        try:
-            self._consumer = RawConsumer(
-                {
-                    **config,
-                    "group.id": check_name("group", group),
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "error",
-                    "partition.assignment.strategy": "cooperative-sticky",
-                    "error_cb": self._on_error,
-                }
-            )
-        except KafkaException as exc:
-            raise BusError(f"invalid Kafka consumer configuration: {exc}") from exc
-        self._positions: dict[int, int] = {}
-        self._buffers: dict[int, list[Record]] = {}
-        self._subscribed = False
-        self._on_assign: AssignCallback | None = None
-        self._on_revoke: RevokeCallback | None = None
-        self._turn = 0
-        self._closed = False
-
-    def assign(self, partitions: Sequence[int] | None = None) -> None:
-        """Read exactly ``partitions`` (``None``: all), from the committed position or start."""
-        self._check_open()
-        if self._subscribed:
-            raise BusError("a subscribed consumer's partitions are assigned by its group")
-        wanted = list(range(self._partitions)) if partitions is None else list(partitions)
-        for partition in wanted:
-            self._check_partition(partition)
-        starts = self._starts([p for p in wanted if p not in self._positions])
-        positions = {p: self._positions.get(p, starts.get(p, 0)) for p in wanted}
-        self._run(self._consumer.assign, self._tps(positions))
-        self._positions = positions
-        self._buffers = {}
-
-    def subscribe(
-        self,
-        on_assign: AssignCallback | None = None,
-        on_revoke: RevokeCallback | None = None,
-    ) -> None:
-        """Join the group; see :meth:`Consumer.subscribe`. The group uses the
-        cooperative-sticky assignor, so members keep their other partitions through a
-        rebalance; partitions lost without notice (a commit for those fails) are revoked
-        too."""
-        self._check_open()
-        if self._positions:
-            raise BusError("a consumer with assigned partitions cannot subscribe")
-        self._on_assign, self._on_revoke = on_assign, on_revoke
-        self._run(
-            self._consumer.subscribe,
-            [self._topic],
-            on_assign=self._assigned,
-            on_revoke=self._revoked,
-            on_lost=self._revoked,
-        )
-        self._subscribed = True
-
-    def seek(self, positions: Mapping[int, int]) -> None:
-        """Set the next offset to read of assigned partitions."""
-        self._check_open()
-        check_seek(self._topic, positions, self._positions)
-        for partition, position in positions.items():
-            self._run(self._consumer.seek, TopicPartition(self._topic, partition, position))
-            self._positions[partition] = position
-            self._buffers.pop(partition, None)
-
-    def poll(self, max_records: int = 10_000, timeout: float = 0.1) -> list[Record]:
-        """Up to ``max_records`` new records; ``[]`` if none arrive within ``timeout`` s."""
-        self._check_open()
-        if not self._positions and not self._subscribed:
-            raise BusError("assign partitions before polling")
-        if max_records < 1:
-            raise ValueError("max_records must be at least 1")
-        room = max(max_records, _PREFETCH) - sum(map(len, self._buffers.values()))
-        if room > 0:
-            messages = self._run(self._consumer.consume, room, 0)
-            if not messages and not any(self._buffers.values()):
-                messages = self._run(self._consumer.consume, 1, timeout)
-                if messages and room > 1:
-                    messages += self._run(self._consumer.consume, room - 1, 0)
-            self._take(messages)
-        return self._hand_out(max_records)
-
-    def positions(self) -> dict[int, int]:
-        """The next offset to read of every assigned partition."""
-        self._check_open()
-        return dict(self._positions)
-
-    def commit(self, positions: Mapping[int, int] | None = None) -> None:
-        """Store positions for the group (``None``: the current positions), synchronously."""
-        self._check_open()
-        chosen = self.positions() if positions is None else dict(positions)
-        for partition, position in chosen.items():
-            self._check_partition(partition)
-            if position < 0:
-                raise ValueError(f"negative position {position}")
-        if not chosen:
-            return
-        stored = self._run(self._consumer.commit, offsets=self._tps(chosen), asynchronous=False)
-        for tp in stored:
-            if tp.error is not None:
-                raise BusUnavailable(f"cannot commit {self._topic}/{tp.partition}: {tp.error}")
-
-    def committed(self) -> dict[int, int]:
-        """The group's stored position of every partition that has one."""
-        self._check_open()
-        return self._committed(list(range(self._partitions)))
-
-    def close(self) -> None:
-        """Leave the group (if subscribed) and close the client."""
-        if self._closed:
-            return
-        try:
-            self._consumer.close()  # a subscribed consumer's on_revoke may still commit
-        except KafkaException as exc:
-            _log.warning("closing the Kafka consumer of %s failed: %s", self._topic, exc)
-        finally:
-            self._closed = True
-            self._positions, self._buffers = {}, {}
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BusError("the consumer is closed")
-
-    def _check_partition(self, partition: int) -> None:
-        if not isinstance(partition, int) or not 0 <= partition < self._partitions:
-            raise BusError(f"{self._topic} has no partition {partition!r}")
-
-    def _tps(self, positions: Mapping[int, int]) -> list[TopicPartition]:
-        return [TopicPartition(self._topic, p, o) for p, o in positions.items()]
-
-    def _run(self, call: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        """Call the client, translating its errors; raise a failure its callback reported."""
-        try:
-            result = call(*args, **kwargs)
-        except KafkaException as exc:
-            raise _unavailable(f"Kafka consumer of {self._topic} failed", exc) from exc
-        failure, self._failure = self._failure, None
-        if failure is not None and not self._reachable_again(failure):
-            raise BusUnavailable(f"Kafka consumer of {self._topic} failed: {failure.str()}")
-        return result
-
-    def _reachable_again(self, failure: KafkaError) -> bool:
-        """Whether a broker answers again after ``failure`` reported them all down: the
-        report may come late, from the first tries of a consumer made while they were."""
-        if failure.code() != KafkaError._ALL_BROKERS_DOWN:
-            return False
-        try:
-            self._consumer.list_topics(self._topic, timeout=_UNREACHABLE_WAIT)
-        except KafkaException:
-            return False
-        return True
-
-    def _on_error(self, error: KafkaError) -> None:
-        if error.fatal() or error.code() in _FAILURES:
-            self._failure = error
-
-    def _committed(self, partitions: list[int]) -> dict[int, int]:
-        wanted = [TopicPartition(self._topic, p) for p in partitions]
-        found = self._run(self._consumer.committed, wanted, timeout=self._bus.timeout)
-        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
-
-    def _starts(self, partitions: list[int]) -> dict[int, int]:
-        """Where newly assigned partitions start: committed position, else the beginning."""
-        if not partitions:
-            return {}
-        starts = self._committed(partitions)
-        if len(starts) < len(partitions):
-            beginnings = self._bus.beginning_offsets(self._topic)
-            starts = {p: starts.get(p, beginnings[p]) for p in partitions}
-        return starts
-
-    def _assigned(self, consumer: RawConsumer, gained: list[TopicPartition]) -> None:
-        partitions = sorted(tp.partition for tp in gained)
-        chosen = self._on_assign(partitions) if self._on_assign is not None else None
-        starts = self._starts([p for p in partitions if chosen is None or p not in chosen])
-        starts.update(chosen or {})
-        consumer.incremental_assign(self._tps(starts))
-        self._positions.update(starts)
-
-    def _revoked(self, consumer: RawConsumer, lost: list[TopicPartition]) -> None:
-        partitions = sorted(tp.partition for tp in lost)
-        if self._on_revoke is not None:
-            self._on_revoke(partitions)
-        consumer.incremental_unassign(lost)
-        for partition in partitions:
-            self._positions.pop(partition, None)
-            self._buffers.pop(partition, None)
-
-    def _take(self, messages: list[Message]) -> None:
-        """Buffer fetched records; raise the first error among them after keeping the rest."""
-        failure: BusError | None = None
-        for message in messages:
-            error = message.error()
-            partition = message.partition() or 0
-            if error is not None:
-                if error.code() in _OUT_OF_RANGE:
-                    failure = failure or OffsetOutOfRange(
-                        f"{self._topic}/{partition}: position outside the retained offsets "
-                        f"({error.str()})"
-                    )
-                elif error.code() != KafkaError._PARTITION_EOF:
-                    failure = failure or BusUnavailable(f"cannot read {self._topic}: {error.str()}")
-                continue
-            if partition not in self._positions:
-                continue  # revoked or unassigned meanwhile
-            key = message.key()
-            self._buffers.setdefault(partition, []).append(
-                Record(
-                    self._topic,
-                    partition,
-                    message.offset() or 0,
-                    key.decode() if key is not None else "",
-                    message.value() or b"",
-                    message.timestamp()[1],
-                )
-            )
-        if failure is not None:
-            raise failure
-
-    def _hand_out(self, max_records: int) -> list[Record]:
-        """Up to ``max_records`` buffered records, partitions sharing fairly in turn."""
-        ready = [p for p, buffer in self._buffers.items() if buffer]
-        if not ready:
-            return []
-        self._turn = (self._turn + 1) % len(ready)
-        ready = ready[self._turn :] + ready[: self._turn]
-        records: list[Record] = []
-        for index, partition in enumerate(ready):
-            share = -(-(max_records - len(records)) // (len(ready) - index))
-            if share == 0:
-                break  # the budget is spent; the next poll starts further along
-            buffer = self._buffers[partition]
-            taken = buffer[:share]
-            del buffer[:share]
-            records.extend(taken)
-            self._positions[partition] = taken[-1].offset + 1
-        return records

@@ -67,10 +67,6 @@ class DefinitionSync:
         self.segments = dict(state.get("segments", {}))
         self.attributes = dict(state.get("attributes", {}))
 
-    def outdated(self) -> bool:
-        """True when the catalog changed since the last sync (one cheap query)."""
-        return self.catalog.current_revision() != self.revision
-
     def sync(
         self, engine: Engine, store: StateStore, positions: Mapping[int, int], force: bool = False
     ) -> bool:

@@ -272,9 +272,10 @@ class Processor:
     def _outdated(self) -> bool:
         """True when the catalog moved on since the last sync (or cannot be asked)."""
         try:
-            return any(task.definitions.outdated() for task in self.held())
+            revision = self.catalog.current_revision()  # one query, whatever the tasks
         except CatalogUnavailable:
             return True  # the sync logs it and the watcher says when to try again
+        return any(task.definitions.revision != revision for task in self.held())
 
     def _sync_definitions(self, task: Task, force: bool = False) -> None:
         try:
