@@ -14,7 +14,7 @@ from audience_manager.catalog.service import CatalogService
 from audience_manager.config import Settings
 from audience_manager.store import EmbeddedStateStore, StateStore
 
-__all__ = ["Backends", "kafka_client_config", "open_backends"]
+__all__ = ["Backends", "kafka_client_config", "open_backends", "open_relay_ports"]
 
 
 @dataclass
@@ -41,6 +41,11 @@ def open_backends(settings: Settings, *, migrate_catalog: bool = False) -> Backe
     store = _open_store(settings)
     engine = create_catalog_engine(settings.catalog)
     return Backends(bus, store, CatalogService(engine), engine)
+
+
+def open_relay_ports(settings: Settings) -> tuple[EventBus, StateStore]:
+    """The bus and the store a change relay process needs."""
+    return _open_bus(settings), _open_store(settings)
 
 
 def kafka_client_config(settings: Settings) -> dict[str, str]:

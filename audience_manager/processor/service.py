@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import signal
 import threading
 import time
 
-from audience_manager.backends import open_backends
+from audience_manager.backends import open_backends, open_relay_ports
 from audience_manager.bus.base import BusUnavailable
 from audience_manager.catalog.errors import CatalogUnavailable
 from audience_manager.catalog.watch import CatalogWatcher
@@ -56,7 +57,14 @@ def run_processor(settings: Settings, stop: threading.Event | None = None) -> No
             started = time.monotonic()
             try:
                 # Built anew each time: recovery starts from what the store committed.
-                Processor(backends.bus, backends.store, backends.catalog, config, watcher).run(stop)
+                Processor(
+                    backends.bus,
+                    backends.store,
+                    backends.catalog,
+                    config,
+                    watcher,
+                    relay_ports=functools.partial(open_relay_ports, settings),
+                ).run(stop)
             except (StoreUnavailable, BusUnavailable, CatalogUnavailable, Fenced) as exc:
                 if time.monotonic() - started > LAST_RETRY:
                     delay = FIRST_RETRY  # it had recovered since the last outage

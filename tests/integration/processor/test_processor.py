@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import multiprocessing
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,20 +16,23 @@ from typing import Any
 
 import msgspec
 import pytest
+from processing import seconds_until
 from services.valkey import ValkeyService
 from sqlalchemy import Engine, event
 
+from audience_manager.backends import open_relay_ports
 from audience_manager.bus.embedded import EmbeddedEventBus
 from audience_manager.catalog.database import create_catalog_engine, sqlite_url
 from audience_manager.catalog.migrate import migrate
 from audience_manager.catalog.schemas import SegmentCreate
 from audience_manager.catalog.service import CatalogService
 from audience_manager.catalog.watch import CatalogWatcher
+from audience_manager.config import Settings
 from audience_manager.engine import ManualClock
 from audience_manager.engine.documents import decode_profile
 from audience_manager.processor import definitions
 from audience_manager.processor.codec import WireEvent, encode_erase, encode_event
-from audience_manager.processor.relay import CHANGES
+from audience_manager.processor.relay import CHANGES, RELAYED, RelayProcess, run_relay
 from audience_manager.processor.runtime import DEAD_LETTER, EVENTS, Processor, ProcessorConfig
 from audience_manager.store import EmbeddedStateStore, StateStore
 from audience_manager.store.redis import RedisStateStore
@@ -43,10 +50,26 @@ class Platform:
     catalog: CatalogService
     watcher: CatalogWatcher
     clock: ManualClock
+    store_url: str | None = None
 
-    def processor(self) -> Processor:
+    def processor(self, *, relay_process: bool = False) -> Processor:
         config = ProcessorConfig(snapshots=self.directory / "snapshots")
-        return Processor(self.bus, self.store, self.catalog, config, self.watcher, clock=self.clock)
+        ports = functools.partial(open_relay_ports, self.settings()) if relay_process else None
+        return Processor(
+            self.bus, self.store, self.catalog, config, self.watcher, self.clock, ports
+        )
+
+    def settings(self) -> Settings:
+        """Settings naming this platform's log and store (for a relay process to open)."""
+        if self.store_url is None:
+            return Settings(data_dir=self.directory, partitions=4)
+        assert isinstance(self.store, RedisStateStore)
+        return Settings(
+            data_dir=self.directory,
+            partitions=4,
+            state_url=self.store_url,
+            state_prefix=self.store.prefix,
+        )
 
     def send(self, *events: WireEvent) -> None:
         self.bus.publish(EVENTS, [(e.user_id, encode_event(e)) for e in events])
@@ -67,13 +90,19 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
 
 
 @pytest.fixture
-def platform(tmp_path: Path, store: StateStore) -> Iterator[Platform]:
+def platform(
+    request: pytest.FixtureRequest, tmp_path: Path, store: StateStore
+) -> Iterator[Platform]:
     url = sqlite_url(str(tmp_path / "catalog.db"))
     migrate(url)
     bus = EmbeddedEventBus(tmp_path / "log", partitions=4)
     engine = create_catalog_engine(url)
     watcher = CatalogWatcher(url, poll_every=0.0)  # every step reads the catalog
-    yield Platform(tmp_path, bus, store, engine, CatalogService(engine), watcher, ManualClock(T0))
+    store_url = None
+    if isinstance(store, RedisStateStore):
+        store_url = request.getfixturevalue("valkey_server").url
+    catalog = CatalogService(engine)
+    yield Platform(tmp_path, bus, store, engine, catalog, watcher, ManualClock(T0), store_url)
     watcher.close()
     engine.dispose()
     bus.close()
@@ -261,6 +290,65 @@ def test_membership_changes_reach_the_topic_at_least_once(platform: Platform) ->
     assert len(published_changes(platform)) == 3
 
 
+def test_a_relay_process_publishes_every_change_and_stops_with_the_processor(
+    platform: Platform,
+) -> None:
+    platform.catalog.create_segment(SegmentCreate(name="High", rules=HIGH_VALUE))
+    processor = platform.processor(relay_process=True)
+    assert isinstance(processor.relay, RelayProcess)
+    processor.recover()
+    for user in "abcdef":
+        platform.send(purchase(user, 1500))
+        drain(processor)
+    seconds_until(lambda: platform.store.marker(RELAYED) == 6)
+    child = processor.relay.process
+    assert child is not None
+    assert child.is_alive()
+    processor.close()
+    assert not child.is_alive()
+    assert [(m["userId"], m["sequence"]) for m in published_changes(platform)] == [
+        (user, n) for n, user in enumerate("abcdef", start=1)
+    ]
+
+
+def test_a_relay_process_that_dies_is_started_again_and_carries_on(platform: Platform) -> None:
+    platform.catalog.create_segment(SegmentCreate(name="High", rules=HIGH_VALUE))
+    processor = platform.processor(relay_process=True)
+    assert isinstance(processor.relay, RelayProcess)
+    processor.recover()
+    platform.send(purchase("a", 1500), purchase("b", 1500))
+    drain(processor)
+    seconds_until(lambda: platform.store.marker(RELAYED) == 2)
+    first = processor.relay.process
+    assert first is not None
+    assert first.pid is not None
+    os.kill(first.pid, signal.SIGKILL)
+    first.join(10)
+    platform.send(purchase("c", 1500))
+    drain(processor)  # the commit wakes the relay: a new one starts from the marker
+    seconds_until(lambda: platform.store.marker(RELAYED) == 3)
+    assert processor.relay.process is not first
+    processor.close()
+    assert [m["sequence"] for m in published_changes(platform)] == [1, 2, 3]
+
+
+def test_an_orphaned_relay_publishes_what_is_committed_and_exits(platform: Platform) -> None:
+    platform.catalog.create_segment(SegmentCreate(name="High", rules=HIGH_VALUE))
+    processor = platform.processor()
+    processor.relay = None  # nothing published by the processor itself
+    processor.recover()
+    platform.send(purchase("a", 1500), purchase("b", 1500))
+    drain(processor)
+    processor.close()
+    assert published_changes(platform) == []
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    ports = functools.partial(open_relay_ports, platform.settings())
+    run_relay(ports, CHANGES, reader, parent=-1)  # not its parent: returns after one round
+    assert [m["sequence"] for m in published_changes(platform)] == [1, 2]
+    reader.close()
+    writer.close()
+
+
 def test_the_change_log_keeps_its_newest_lines_once_they_are_published(
     platform: Platform,
 ) -> None:
@@ -272,10 +360,10 @@ def test_the_change_log_keeps_its_newest_lines_once_they_are_published(
         platform.send(purchase(user, 1500))
         drain(processor)
     assert platform.store.last_change() == 8
-    processor.relay.position = 2  # as if the relay were behind: unpublished lines stay
+    platform.store.set_marker(RELAYED, 2)  # as if the relay were behind: unpublished lines stay
     processor.snapshot()
     assert [n for n, _ in platform.store.changes_since(0)] == list(range(3, 9))
-    processor.relay.position = 8
+    platform.store.set_marker(RELAYED, 8)
     processor.snapshot()
     assert [n for n, _ in platform.store.changes_since(0)] == [6, 7, 8]
     processor.close()
