@@ -278,7 +278,7 @@ def run_ours(
     store = open_store(store_location)
     try:
         deadline = time.monotonic() + 1800
-        ends: list[tuple[float, int]] = []  # (time, events applied) as each round ended
+        ends: list[tuple[float, int, int]] = []  # (time, events applied, change lines)
         published_through: int | None = None  # the change line that ends the round
         while len(ends) < args.rounds:
             if any(not w.is_alive() for w in workers) or time.monotonic() > deadline:
@@ -293,13 +293,15 @@ def run_ours(
                 if store.marker(RELAYED) < published_through:
                     time.sleep(0.005)
                     continue
-            ends.append((time.time(), applied))
+            ends.append((time.time(), applied, published_through or store.last_change()))
             published_through = None
-        begun, done = started.value, 0
+        begun, done, lines = started.value, 0, 0
         rounds = []
-        for ended, applied in ends:
-            rounds.append({"seconds": ended - begun, "events": applied - done})
-            begun, done = ended, applied
+        for ended, applied, through in ends:
+            rounds.append(
+                {"seconds": ended - begun, "events": applied - done, "changes": through - lines}
+            )
+            begun, done, lines = ended, applied, through
         result = {
             "seconds": ends[-1][0] - started.value,
             "rounds": rounds,
@@ -435,7 +437,8 @@ def main() -> None:
             print(
                 f"  round {number} ({kind}): {rate:,.0f} events/s, "
                 f"{rate / args.processes:,.0f} per process  "
-                f"[{found['events']:,} events in {found['seconds']:.2f} s]"
+                f"[{found['events']:,} events in {found['seconds']:.2f} s, "
+                f"{found['changes'] / max(found['events'], 1):.1f} membership changes per event]"
             )
         if args.skip_quix:
             return
