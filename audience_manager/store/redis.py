@@ -54,8 +54,10 @@ cluster's nodes; one platform's state lives on one node (and its replicas).
 from __future__ import annotations
 
 import itertools
+import random
 import re
 import secrets
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,7 +94,9 @@ __all__ = ["RedisStateStore"]
 #: the client library raises ``ConnectionError`` for ``LOADING`` (a restart) itself.
 _TRANSIENT = ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
 _MOVED = re.compile(r"MOVED \d+ (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
-_ATTEMPTS = 5  # commit transactions tried before giving up (WATCH conflicts, lost replies)
+#: How long a commit keeps trying while other processors' commits come first (WATCH
+#: conflicts): they share the commit counter, so with several processors that is routine.
+_COMMIT_PATIENCE = 30.0
 _BITFIELD_OPS = 256
 # A BITFIELD operation costs about this many bytes to send, parse and log: a segment whose
 # changes are denser than that is cheaper rewritten as the byte range they fall in.
@@ -432,15 +436,22 @@ class RedisStateStore(StateStore):
 
     def commit(self, commit: StateCommit) -> None:
         writes = _Writes.of(commit)
+        deadline = time.monotonic() + _COMMIT_PATIENCE
         with self._errors():
-            for _ in range(_ATTEMPTS):
+            for attempt in itertools.count():
                 with self._pipeline() as pipe:
                     try:
                         self._transaction(pipe, commit, writes)
                         return
                     except valkey.WatchError:
-                        continue  # another commit came first, or the connection dropped
-        raise StoreUnavailable(f"{self!r}: the commit did not go through in {_ATTEMPTS} tries")
+                        pass  # another commit came first, or the connection dropped
+                if time.monotonic() > deadline:
+                    break
+                # Apart at random, so that two processors do not collide again in step.
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+        raise StoreUnavailable(
+            f"{self!r}: the commit did not go through in {_COMMIT_PATIENCE:.0f} s of tries"
+        )
 
     def _transaction(self, pipe: _Pipeline, commit: StateCommit, writes: _Writes) -> None:
         meta, users, sizes = self._key("meta"), self._key("users"), self._key("sizes")

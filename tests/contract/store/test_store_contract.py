@@ -378,3 +378,43 @@ def test_markers_are_kept_by_name(store: StateStore) -> None:
     store.set_marker("relayed", 42)
     store.set_marker("other", 7)
     assert (store.marker("relayed"), store.marker("other")) == (42, 7)
+
+
+def _commit_partition(backend: str, location: str, partition: int, rounds: int) -> None:
+    """Commit ``rounds`` batches of one partition of two (its users: dense ids ``n * 2 + p``),
+    each writing profiles, members and change lines, as one of two processors would."""
+    writer = open_store(backend, location)
+    for i in range(rounds):
+        dense = [(i * 500 + n) * 2 + partition for n in range(500)]
+        writer.commit(
+            StateCommit(
+                {partition: i + 1},
+                i,
+                profiles(*((d, f"u{d}") for d in dense)),
+                enters={"s": dense},
+                applied=500,
+                changes=[ChangeRecord("s", f"u{d}", d, "enter", i) for d in dense],
+                base={partition: i},
+            )
+        )
+    writer.close()
+
+
+def test_processors_committing_at_once_all_get_through(backend: str, location: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    writers = [
+        context.Process(target=_commit_partition, args=(backend, location, partition, 30))
+        for partition in (0, 1)
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+    assert [w.exitcode for w in writers] == [0, 0]
+    store = open_store(backend, location)
+    assert store.positions() == {0: 30, 1: 30}
+    assert (store.applied(), store.last_change(), store.sizes()) == (30_000, 30_000, {"s": 30_000})
+    lines = store.changes_since(0, limit=30_000)
+    assert [n for n, _ in lines] == list(range(1, 30_001))
+    assert sorted(line.dense for _, line in lines) == list(range(30_000))
+    store.close()
