@@ -26,6 +26,7 @@ from services.valkey import ValkeyService
 
 from audience_manager.bus.kafka import KafkaEventBus
 from audience_manager.engine import Engine, Event, ManualClock, SegmentDefinition
+from audience_manager.processor.relay import CHANGES, RELAYED
 from audience_manager.rules.model import parse_rules
 from audience_manager.store.redis import RedisStateStore
 
@@ -158,11 +159,11 @@ def _send(cluster: Cluster, stop: threading.Event, seed: int, sent: list[int]) -
             sent.append(len(batch))
 
 
-def _logged(bootstrap: str) -> list[dict[str, Any]]:
-    """Every event in the log, in partition and offset order."""
+def _logged(bootstrap: str, topic: str = "events") -> list[dict[str, Any]]:
+    """Every record of ``topic`` (the events by default), in partition and offset order."""
     bus = KafkaEventBus(bootstrap, partitions=PARTITIONS)
     try:
-        with bus.consumer("events", "scale-out-check") as consumer:
+        with bus.consumer(topic, f"scale-out-check-{topic}") as consumer:
             consumer.assign(None)
             records = []
             while batch := consumer.poll(100_000, 2.0):
@@ -228,6 +229,19 @@ def test_a_processor_killed_hands_its_partitions_to_the_other(
             counted[ends.partition_for(event["userId"])] += 1
         wait_for(lambda: store.positions() == counted, 120, f"positions {counted}")
         assert store.applied() == len(logged)  # nothing applied twice
+        # Every change line reached the topic (at least once), whichever relay sent it.
+        last = store.last_change()
+        wait_for(lambda: store.marker(RELAYED) == last, 60, "every change line published")
+        lines = dict(store.changes_since(0, limit=last))
+        published = _logged(broker.bootstrap, CHANGES)
+        assert {m["sequence"] for m in published} == set(range(1, last + 1))
+        for message in published:
+            line = lines[message["sequence"]]
+            assert (message["segmentId"], message["userId"], message["change"]) == (
+                line.segment_id,
+                line.user_id,
+                line.change,
+            )
     finally:
         ends.close()
         store.close()
