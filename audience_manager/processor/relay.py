@@ -35,6 +35,7 @@ __all__ = [
     "change_message",
     "change_messages",
     "change_values",
+    "run_relay",
 ]
 
 CHANGES = "membership-changes"
