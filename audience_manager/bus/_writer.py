@@ -151,9 +151,9 @@ class TopicWriter:
         return _Partition(directory, base, fd, size, next_offset)
 
     def append(
-        self, batches: Mapping[int, Sequence[tuple[bytes, bytes]]], timestamp: int
+        self, batches: Mapping[int, tuple[Sequence[bytes], Sequence[bytes]]], timestamp: int
     ) -> tuple[int, dict[int, int]]:
-        """Write the frames of ``batches`` (partition → records) without syncing them.
+        """Write the frames of ``batches`` (partition → keys, values) without syncing them.
 
         Returns the append's sequence number, for ``sync``, and the first offset given in
         each partition. On failure whatever this call wrote is truncated away again.
@@ -164,16 +164,16 @@ class TopicWriter:
             first: dict[int, int] = {}
             undo: list[tuple[_Partition, int, int]] = []
             try:
-                for partition, records in batches.items():
+                for partition, (keys, values) in batches.items():
                     part = self._parts[partition]
                     if part.size >= self._segment_bytes and part.next_offset > part.base:
                         self._roll(part)
                     undo.append((part, part.size, part.next_offset))
-                    data = encode_frames(records, part.next_offset, timestamp)
+                    data = encode_frames(keys, values, part.next_offset, timestamp)
                     _write_all(part.fd, data)
                     first[partition] = part.next_offset
                     part.size += len(data)
-                    part.next_offset += len(records)
+                    part.next_offset += len(keys)
                     part.dirty = True
             except OSError as exc:
                 self._undo(undo)

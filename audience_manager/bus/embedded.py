@@ -39,6 +39,7 @@ demand.
 from __future__ import annotations
 
 import fcntl
+import operator
 import os
 import threading
 import time
@@ -56,7 +57,7 @@ from audience_manager.bus.base import (
     BusUnavailable,
     EventBus,
     check_name,
-    encode_records,
+    check_values,
 )
 from audience_manager.bus.partitioning import partitions_for_keys
 
@@ -74,11 +75,17 @@ DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 MAX_KEY_BYTES = 0xFFFF
 MAX_VALUE_BYTES = 16 << 20
 _LOCK_NAME = ".writer.lock"
+_first, _second = operator.itemgetter(0), operator.itemgetter(1)
 
 
 def _validate(records: Sequence[tuple[str, bytes]]) -> tuple[list[bytes], list[bytes]]:
     """Encoded keys and the values of ``records``, once their types and sizes are checked."""
-    keys, values = encode_records(records)
+    values = list(map(_second, records))
+    try:
+        keys = list(map(str.encode, map(_first, records)))
+    except TypeError:
+        raise TypeError("record keys must be str") from None
+    check_values(values)
     if max(map(len, keys)) > MAX_KEY_BYTES:
         raise ValueError(f"record keys must be at most {MAX_KEY_BYTES} bytes in UTF-8")
     if max(map(len, values)) > MAX_VALUE_BYTES:
@@ -130,10 +137,16 @@ class EmbeddedEventBus(EventBus):
         order = np.argsort(chosen, kind="stable")
         counts = np.bincount(chosen, minlength=self.partitions)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        items = list(zip(keys, values, strict=True))
-        ordered = [items[i] for i in order.tolist()]
+        grouped_keys: Sequence[bytes] = keys
+        grouped_values = values
+        if len(keys) > 1:
+            take = operator.itemgetter(*order.tolist())
+            grouped_keys, grouped_values = take(keys), take(values)
         batches = {
-            partition: ordered[start : start + count]
+            partition: (
+                grouped_keys[start : start + count],
+                grouped_values[start : start + count],
+            )
             for partition, (start, count) in enumerate(
                 zip(starts.tolist(), counts.tolist(), strict=True)
             )

@@ -69,7 +69,7 @@ def test_garbage_after_the_last_record_is_dropped(tmp_path: Path) -> None:
 def append_unpublished_record(directory: Path, offset: int) -> None:
     """What a writer killed between writing a record and publishing it leaves behind."""
     with open(last_segment(directory), "ab") as file:
-        file.write(encode_frames([(b"k", b"unpublished")], offset, 0))
+        file.write(encode_frames([b"k"], [b"unpublished"], offset, 0))
 
 
 def test_records_past_the_published_end_are_invisible_then_cut(tmp_path: Path) -> None:
