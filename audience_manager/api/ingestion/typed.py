@@ -55,7 +55,11 @@ _Id: TypeAlias = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 _EVENT_TYPE_CHARACTERS = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
-class TypedEvent(msgspec.Struct, rename="camel", omit_defaults=True, forbid_unknown_fields=True):
+# gc=False: decoded values never refer back to their struct, so the cyclic collector has
+# nothing to find in the thousands a batch creates, and need not track them.
+class TypedEvent(
+    msgspec.Struct, rename="camel", omit_defaults=True, forbid_unknown_fields=True, gc=False
+):
     """An event as a client sends it and, once completed, as the log stores it.
 
     Its fields are those of ``codec.WireEvent``, in the same order, omitted alike when a
@@ -72,13 +76,14 @@ class TypedEvent(msgspec.Struct, rename="camel", omit_defaults=True, forbid_unkn
     received_at: Annotated[int, Meta(ge=1, le=0)] = 0
 
 
-class _Batch(msgspec.Struct, forbid_unknown_fields=True):
+class _Batch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     events: list[TypedEvent]
 
 
 _decode_batch = msgspec.json.Decoder(list[TypedEvent] | _Batch).decode
 _decode_event = msgspec.json.Decoder(TypedEvent).decode
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+_encode, _encode_lines = _encoder.encode, _encoder.encode_lines
 _user_id = attrgetter("user_id")
 _event_type = attrgetter("event_type")
 
@@ -137,7 +142,10 @@ def _records(events: list[TypedEvent] | None, received_at: int) -> list[tuple[st
             event.timestamp = millis
         if event.properties is None:
             event.properties = {}
-    values = list(map(_encode, events))
+    # One line per event, split apart: cheaper than an encode call per event. JSON escapes
+    # every newline inside strings, so the only ones are the line ends.
+    values = _encode_lines(events).split(b"\n")
+    values.pop()  # the empty rest after the last line end
     # An object is never longer than the record holding it: only long records need a look.
     if max(map(len, values)) > MAX_OBJECT_BYTES and not all(map(_sizes_valid, events)):
         return None
