@@ -13,7 +13,7 @@ import itertools
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from audience_manager.bus._segments import (
@@ -239,7 +239,15 @@ class TopicWriter:
         if len(fds) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(min(8, len(self._parts)), "bus-fsync")
-            list(self._pool.map(os.fsync, fds))
+            # This thread syncs one file while the pool syncs the others: one thread fewer
+            # to wake and wait for.
+            others = [self._pool.submit(os.fsync, fd) for fd in fds[1:]]
+            try:
+                os.fsync(fds[0])
+            finally:
+                wait(others)  # all have ended before the caller closes any of the files
+            for other in others:
+                other.result()
         elif fds:
             os.fsync(fds[0])
         for directory in directories:
