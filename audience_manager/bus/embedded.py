@@ -57,7 +57,7 @@ from audience_manager.bus.base import (
     BusUnavailable,
     EventBus,
     check_name,
-    check_values,
+    encode_records,
 )
 from audience_manager.bus.partitioning import partitions_for_keys
 
@@ -75,17 +75,11 @@ DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 MAX_KEY_BYTES = 0xFFFF
 MAX_VALUE_BYTES = 16 << 20
 _LOCK_NAME = ".writer.lock"
-_first, _second = operator.itemgetter(0), operator.itemgetter(1)
 
 
 def _validate(records: Sequence[tuple[str, bytes]]) -> tuple[list[bytes], list[bytes]]:
     """Encoded keys and the values of ``records``, once their types and sizes are checked."""
-    values = list(map(_second, records))
-    try:
-        keys = list(map(str.encode, map(_first, records)))
-    except TypeError:
-        raise TypeError("record keys must be str") from None
-    check_values(values)
+    keys, values = encode_records(records)
     if max(map(len, keys)) > MAX_KEY_BYTES:
         raise ValueError(f"record keys must be at most {MAX_KEY_BYTES} bytes in UTF-8")
     if max(map(len, values)) > MAX_VALUE_BYTES:
@@ -139,7 +133,7 @@ class EmbeddedEventBus(EventBus):
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         grouped_keys: Sequence[bytes] = keys
         grouped_values = values
-        if len(keys) > 1:
+        if len(keys) > 1:  # one C call per list reorders it (itemgetter of one is no tuple)
             take = operator.itemgetter(*order.tolist())
             grouped_keys, grouped_values = take(keys), take(values)
         batches = {
