@@ -19,8 +19,8 @@ has the fields of ``WireEvent`` in the same order, omitted alike.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable
 from operator import attrgetter
 from typing import Annotated, TypeAlias
 
@@ -50,8 +50,8 @@ _AtLevel2: TypeAlias = _Scalar | dict[str, _AtLevel3] | list[_AtLevel3]
 _Object: TypeAlias = dict[str, _AtLevel2]
 _Id: TypeAlias = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 
-# msgspec would check a ``pattern`` with one regex call per event; batches repeat a few
-# event types, so the characters are checked once per distinct type instead.
+# msgspec would check a ``pattern`` with one regex call per event; the characters are
+# checked once per distinct type instead (``_event_type_valid``).
 _EVENT_TYPE_CHARACTERS = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
@@ -90,8 +90,16 @@ _event_type = attrgetter("event_type")
 
 def event_record(body: bytes, received_at: int) -> tuple[str, bytes] | None:
     """The log record ``(userId, value)`` of a valid single event, else ``None``."""
-    records = _records(_decoded([body], _decode_event), received_at)
-    return None if records is None else records[0]
+    try:
+        event = _decode_event(body)
+    except msgspec.DecodeError:
+        return None
+    if not _completed([event], received_at):
+        return None
+    value = _encode(event)
+    if len(value) > MAX_OBJECT_BYTES and not _sizes_valid(event):
+        return None
+    return event.user_id, value
 
 
 def batch_records(body: bytes, ndjson: bool, received_at: int) -> list[tuple[str, bytes]] | None:
@@ -101,7 +109,10 @@ def batch_records(body: bytes, ndjson: bool, received_at: int) -> list[tuple[str
         lines = list(filter(bytes.strip, body.split(b"\n")))
         if not 0 < len(lines) <= MAX_EVENTS:
             return None
-        events = _decoded(lines, _decode_event)
+        try:
+            events = list(map(_decode_event, lines))
+        except msgspec.DecodeError:
+            return None
     else:
         try:
             decoded = _decode_batch(body)
@@ -110,38 +121,8 @@ def batch_records(body: bytes, ndjson: bool, received_at: int) -> list[tuple[str
         events = decoded.events if isinstance(decoded, _Batch) else decoded
         if not 0 < len(events) <= MAX_EVENTS:
             return None
-    return _records(events, received_at)
-
-
-def _decoded(
-    documents: list[bytes], decode: Callable[[bytes], TypedEvent]
-) -> list[TypedEvent] | None:
-    try:
-        return list(map(decode, documents))
-    except msgspec.DecodeError:
+    if not _completed(events, received_at):
         return None
-
-
-def _records(events: list[TypedEvent] | None, received_at: int) -> list[tuple[str, bytes]] | None:
-    """Complete decoded events as ``validation`` does and encode them, or ``None``."""
-    if events is None or not _event_types_valid(events):
-        return None
-    latest = received_at + MAX_FUTURE_MS
-    for event in events:
-        event.received_at = received_at
-        timestamp = event.timestamp
-        if timestamp is None:
-            event.timestamp = received_at
-        elif isinstance(timestamp, int):  # never a bool: the type refuses them
-            if not MIN_TIMESTAMP_MS <= timestamp <= latest:
-                return None
-        else:
-            millis = _millis(timestamp)
-            if millis is None or not MIN_TIMESTAMP_MS <= millis <= latest:
-                return None
-            event.timestamp = millis
-        if event.properties is None:
-            event.properties = {}
     # One line per event, split apart: cheaper than an encode call per event. JSON escapes
     # every newline inside strings, so the only ones are the line ends.
     values = _encode_lines(events).split(b"\n")
@@ -152,6 +133,29 @@ def _records(events: list[TypedEvent] | None, received_at: int) -> list[tuple[st
     return list(zip(map(_user_id, events), values, strict=True))
 
 
+def _completed(events: list[TypedEvent], received_at: int) -> bool:
+    """Check what the types cannot and complete the events as ``validation`` does."""
+    if not all(map(_event_type_valid, set(map(_event_type, events)))):
+        return False
+    latest = received_at + MAX_FUTURE_MS
+    for event in events:
+        event.received_at = received_at
+        timestamp = event.timestamp
+        if timestamp is None:
+            event.timestamp = received_at
+        elif isinstance(timestamp, int):  # never a bool: the type refuses them
+            if not MIN_TIMESTAMP_MS <= timestamp <= latest:
+                return False
+        else:
+            millis = _millis(timestamp)
+            if millis is None or not MIN_TIMESTAMP_MS <= millis <= latest:
+                return False
+            event.timestamp = millis
+        if event.properties is None:
+            event.properties = {}
+    return True
+
+
 def _millis(text: str) -> int | None:
     try:
         return parse_timestamp_ms(text)
@@ -159,9 +163,10 @@ def _millis(text: str) -> int | None:
         return None
 
 
-def _event_types_valid(events: list[TypedEvent]) -> bool:
-    match = _EVENT_TYPE_CHARACTERS.fullmatch
-    return all(match(kind) for kind in set(map(_event_type, events)))
+# Clients send a handful of event types over and over: each is matched once.
+@functools.lru_cache(maxsize=1024)
+def _event_type_valid(kind: str) -> bool:
+    return _EVENT_TYPE_CHARACTERS.fullmatch(kind) is not None
 
 
 def _sizes_valid(event: TypedEvent) -> bool:
