@@ -191,7 +191,7 @@ def report(name: str, phase: Phase) -> None:
         f"{name}: {rate:,.0f} events/s ({phase.requests / phase.seconds:,.0f} requests/s, "
         f"{phase.errors} not accepted)\n"
         f"  latency p50 {phase.percentile(50):.1f} ms, p99 {phase.percentile(99):.1f} ms; "
-        f"server CPU {cpu_us:.0f} µs/event ({phase.cpu_seconds / phase.seconds:.2f} cores); "
+        f"server CPU {cpu_us:.1f} µs/event ({phase.cpu_seconds / phase.seconds:.2f} cores); "
         f"{group:,.1f} records per log write"
     )
 

@@ -53,15 +53,17 @@ _CRC = struct.Struct("<I")
 _SCAN_CHUNK = 4 << 20
 
 
-def encode_frames(items: Sequence[tuple[bytes, bytes]], first_offset: int, timestamp: int) -> bytes:
-    """Frames of ``(key, value)`` pairs numbered from ``first_offset``, concatenated."""
+def encode_frames(
+    keys: Sequence[bytes], values: Sequence[bytes], first_offset: int, timestamp: int
+) -> bytes:
+    """Frames of the records ``(keys[i], values[i])`` numbered from ``first_offset``."""
     parts: list[bytes] = []
-    append = parts.append
+    extend = parts.extend
     crc32, pack_body, pack_prefix = zlib.crc32, _BODY.pack, _PREFIX.pack
-    for offset, (key, value) in enumerate(items, first_offset):
-        body = pack_body(offset, timestamp, len(key)) + key + value
-        append(pack_prefix(len(body), crc32(body)))
-        append(body)
+    offsets = range(first_offset, first_offset + len(keys))
+    for offset, key, value in zip(offsets, keys, values, strict=True):
+        body = b"".join((pack_body(offset, timestamp, len(key)), key, value))
+        extend((pack_prefix(len(body), crc32(body)), body))
     return b"".join(parts)
 
 

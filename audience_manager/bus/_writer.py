@@ -13,7 +13,7 @@ import itertools
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from audience_manager.bus._segments import (
@@ -151,9 +151,9 @@ class TopicWriter:
         return _Partition(directory, base, fd, size, next_offset)
 
     def append(
-        self, batches: Mapping[int, Sequence[tuple[bytes, bytes]]], timestamp: int
+        self, batches: Mapping[int, tuple[Sequence[bytes], Sequence[bytes]]], timestamp: int
     ) -> tuple[int, dict[int, int]]:
-        """Write the frames of ``batches`` (partition → records) without syncing them.
+        """Write the frames of ``batches`` (partition → keys, values) without syncing them.
 
         Returns the append's sequence number, for ``sync``, and the first offset given in
         each partition. On failure whatever this call wrote is truncated away again.
@@ -164,16 +164,16 @@ class TopicWriter:
             first: dict[int, int] = {}
             undo: list[tuple[_Partition, int, int]] = []
             try:
-                for partition, records in batches.items():
+                for partition, (keys, values) in batches.items():
                     part = self._parts[partition]
                     if part.size >= self._segment_bytes and part.next_offset > part.base:
                         self._roll(part)
                     undo.append((part, part.size, part.next_offset))
-                    data = encode_frames(records, part.next_offset, timestamp)
+                    data = encode_frames(keys, values, part.next_offset, timestamp)
                     _write_all(part.fd, data)
                     first[partition] = part.next_offset
                     part.size += len(data)
-                    part.next_offset += len(records)
+                    part.next_offset += len(keys)
                     part.dirty = True
             except OSError as exc:
                 self._undo(undo)
@@ -239,7 +239,15 @@ class TopicWriter:
         if len(fds) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(min(8, len(self._parts)), "bus-fsync")
-            list(self._pool.map(os.fsync, fds))
+            # This thread syncs one file while the pool syncs the others: one thread fewer
+            # to wake and wait for.
+            others = [self._pool.submit(os.fsync, fd) for fd in fds[1:]]
+            try:
+                os.fsync(fds[0])
+            finally:
+                wait(others)  # all have ended before the caller closes any of the files
+            for other in others:
+                other.result()
         elif fds:
             os.fsync(fds[0])
         for directory in directories:

@@ -39,6 +39,7 @@ demand.
 from __future__ import annotations
 
 import fcntl
+import operator
 import os
 import threading
 import time
@@ -130,10 +131,16 @@ class EmbeddedEventBus(EventBus):
         order = np.argsort(chosen, kind="stable")
         counts = np.bincount(chosen, minlength=self.partitions)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        items = list(zip(keys, values, strict=True))
-        ordered = [items[i] for i in order.tolist()]
+        grouped_keys: Sequence[bytes] = keys
+        grouped_values = values
+        if len(keys) > 1:  # one C call per list reorders it (itemgetter of one is no tuple)
+            take = operator.itemgetter(*order.tolist())
+            grouped_keys, grouped_values = take(keys), take(values)
         batches = {
-            partition: ordered[start : start + count]
+            partition: (
+                grouped_keys[start : start + count],
+                grouped_values[start : start + count],
+            )
             for partition, (start, count) in enumerate(
                 zip(starts.tolist(), counts.tolist(), strict=True)
             )

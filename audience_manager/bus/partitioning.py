@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -54,23 +55,23 @@ def murmur2_many(keys: Sequence[bytes]) -> npt.NDArray[np.uint64]:
     lengths = np.fromiter(map(len, keys), dtype=np.int64, count=count)
     # One zero-padded row per key, at least one spare word so the tail word always exists.
     width = (int(lengths.max()) + 4) & ~3
-    blob = b"".join([key.ljust(width, b"\0") for key in keys])
-    words = np.frombuffer(blob, dtype="<u4").reshape(count, width // 4).astype(np.uint64)
-    m, mask = np.uint64(_M), np.uint64(_MASK)
-    # Products of two 32-bit values fit in 64 bits, so nothing overflows before masking.
-    h = (lengths.astype(np.uint64) ^ np.uint64(_SEED)) & mask
+    blob = b"".join(map(bytes.ljust, keys, repeat(width, count), repeat(b"\0", count)))
+    words = np.frombuffer(blob, dtype="<u4").reshape(count, width // 4)
+    # Unsigned 32-bit arrays wrap around on overflow, as the hash's arithmetic does.
+    m = np.uint32(_M)
+    h = lengths.astype(np.uint32) ^ np.uint32(_SEED)
     blocks = lengths >> 2
     for column in range(int(blocks.max())):
-        k = (words[:, column] * m) & mask
-        k ^= k >> np.uint64(24)
-        k = (k * m) & mask
-        h = np.where(column < blocks, ((h * m) & mask) ^ k, h)
+        k = words[:, column] * m
+        k ^= k >> np.uint32(24)
+        k *= m
+        h = np.where(column < blocks, (h * m) ^ k, h)
     tail = words[np.arange(count), blocks]
-    h = np.where((lengths & 3) != 0, ((h ^ tail) * m) & mask, h)
-    h ^= h >> np.uint64(13)
-    h = (h * m) & mask
-    h ^= h >> np.uint64(15)
-    return h
+    h = np.where((lengths & 3) != 0, (h ^ tail) * m, h)
+    h ^= h >> np.uint32(13)
+    h *= m
+    h ^= h >> np.uint32(15)
+    return h.astype(np.uint64)
 
 
 def partition_for_key(key: str, partitions: int) -> int:

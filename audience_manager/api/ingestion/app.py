@@ -31,6 +31,7 @@ from audience_manager.store import StoreError
 __all__ = ["create_app", "readiness"]
 
 TITLE = "Audience Manager — Event Ingestion"
+_GC_THRESHOLDS = (50_000, 20, 100)  # as the processor's
 
 
 def readiness(app: FastAPI) -> dict[str, str]:
@@ -84,9 +85,15 @@ def create_app(
         # load otherwise costs about as much as validating the events.
         gc.collect()
         gc.freeze()
+        # A batch allocates thousands of containers that die as soon as it is published; at
+        # the default threshold each one set off several young collections, and every few
+        # seconds a full one. Collecting less often finds them already gone.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(*_GC_THRESHOLDS)
         try:
             yield
         finally:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
             await publisher.close()
             if backends is None:

@@ -7,6 +7,10 @@ all or nothing: one invalid event refuses the whole batch, and every problem is 
 with the event's index and path. Paths name batch events ``events[i]`` whatever the form,
 ``i`` counting from 0 (for NDJSON: the i-th non-blank line).
 
+``event_records`` and ``batch_records`` give the log records of an accepted body: valid
+bodies take the one-pass typed decoding of ``typed``; any other goes through
+``parse_event`` / ``parse_batch``, which decide and say why they refuse it.
+
 Exceptions::
 
     BodyError           the body cannot be accepted
@@ -22,8 +26,9 @@ from typing import Any
 
 import msgspec
 
+from audience_manager.api.ingestion import typed
 from audience_manager.api.ingestion.validation import Issue, validate_event
-from audience_manager.processor.codec import WireEvent
+from audience_manager.processor.codec import WireEvent, encode_event
 
 __all__ = [
     "MAX_BATCH_EVENTS",
@@ -33,12 +38,14 @@ __all__ = [
     "InvalidEvents",
     "MalformedBody",
     "TooManyEvents",
+    "batch_records",
+    "event_records",
     "is_ndjson",
     "parse_batch",
     "parse_event",
 ]
 
-MAX_BATCH_EVENTS = 1000
+MAX_BATCH_EVENTS = typed.MAX_EVENTS
 NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 )
@@ -81,6 +88,26 @@ def is_ndjson(content_type: str | None) -> bool:
     if not content_type:
         return False
     return content_type.split(";", 1)[0].strip().lower() in NDJSON_TYPES
+
+
+def event_records(body: bytes, received_at: int) -> list[tuple[str, bytes]]:
+    """The log record ``(userId, value)`` of a ``POST /api/events`` body, in a list."""
+    record = typed.event_record(body, received_at)
+    if record is None:
+        event = parse_event(body, received_at)
+        record = (event.user_id, encode_event(event))
+    return [record]
+
+
+def batch_records(
+    body: bytes, content_type: str | None, received_at: int
+) -> list[tuple[str, bytes]]:
+    """The log records of a ``POST /api/events/batch`` body, all valid, in order."""
+    records = typed.batch_records(body, is_ndjson(content_type), received_at)
+    if records is None:
+        events = parse_batch(body, content_type, received_at)
+        records = [(event.user_id, encode_event(event)) for event in events]
+    return records
 
 
 def parse_event(body: bytes, received_at: int) -> WireEvent:

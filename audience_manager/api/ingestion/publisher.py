@@ -16,6 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
+from itertools import chain
 
 from prometheus_client import Counter, Histogram
 
@@ -117,7 +118,9 @@ class Publisher:
         return group
 
     async def _publish_group(self, group: list[tuple[Records, asyncio.Future[None]]]) -> None:
-        records = group[0][0] if len(group) == 1 else [r for rs, _ in group for r in rs]
+        records = (
+            group[0][0] if len(group) == 1 else list(chain.from_iterable(rs for rs, _ in group))
+        )
         started = time.perf_counter()
         try:
             await asyncio.to_thread(self._bus.publish, self._topic, records)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import time
 
-from audience_manager.api.ingestion.bodies import parse_batch, parse_event
+from audience_manager.api.ingestion.bodies import batch_records, event_records
 from audience_manager.api.ingestion.publisher import Publisher
-from audience_manager.processor.codec import encode_event
 
 __all__ = ["MAX_BATCH_BODY_BYTES", "MAX_EVENT_BODY_BYTES", "EventIntake"]
 
@@ -36,12 +35,11 @@ class EventIntake:
 
     async def accept_event(self, body: bytes) -> int:
         """Publish the one event of ``body``; return 1 once it is durable."""
-        event = parse_event(body, _now_ms())
-        await self.publisher.publish([(event.user_id, encode_event(event))])
+        await self.publisher.publish(event_records(body, _now_ms()))
         return 1
 
     async def accept_batch(self, body: bytes, content_type: str | None) -> int:
         """Publish every event of a batch, or none; return how many once durable."""
-        events = parse_batch(body, content_type, _now_ms())
-        await self.publisher.publish([(event.user_id, encode_event(event)) for event in events])
-        return len(events)
+        records = batch_records(body, content_type, _now_ms())
+        await self.publisher.publish(records)
+        return len(records)

@@ -18,6 +18,10 @@ The rules:
   absent or null.
 - ``messageId``: a string of 1-256 characters, or absent or null.
 - No other fields.
+
+``typed`` states the same rules as msgspec types, to take valid bodies in one pass; what it
+does not accept comes here. A change to the rules belongs in both (``typed``'s tests
+compare the two).
 """
 
 from __future__ import annotations

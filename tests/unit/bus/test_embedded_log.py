@@ -69,7 +69,7 @@ def test_garbage_after_the_last_record_is_dropped(tmp_path: Path) -> None:
 def append_unpublished_record(directory: Path, offset: int) -> None:
     """What a writer killed between writing a record and publishing it leaves behind."""
     with open(last_segment(directory), "ab") as file:
-        file.write(encode_frames([(b"k", b"unpublished")], offset, 0))
+        file.write(encode_frames([b"k"], [b"unpublished"], offset, 0))
 
 
 def test_records_past_the_published_end_are_invisible_then_cut(tmp_path: Path) -> None:
@@ -144,6 +144,39 @@ def test_after_a_failed_fsync_the_bus_refuses_writes_until_reopened(
     with EmbeddedEventBus(tmp_path, partitions=1) as bus:
         assert bus.publish("t", [("k", b"after")]) == [(0, 2)]
         assert values(read_partition(bus, "t", 0)) == [b"v0", b"v1", b"after"]
+
+
+@pytest.mark.parametrize("failing", [0, 2], ids=["the syncing thread's file", "a pool's file"])
+def test_a_failed_fsync_of_any_partition_file_refuses_the_publish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: int
+) -> None:
+    real_fsync = os.fsync
+    calls: list[int] = []
+    lock = threading.Lock()
+    records = [(f"user{i}", b"lost") for i in range(40)]
+    with EmbeddedEventBus(tmp_path, partitions=4) as bus:
+        publish_each(bus, 2)
+        before = bus.end_offsets("t")
+
+        def fsync(fd: int) -> None:
+            with lock:
+                call = len(calls)
+                calls.append(fd)
+            if call == failing:
+                raise OSError(errno.EIO, "Input/output error")
+            time.sleep(0.01)
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        with pytest.raises(BusUnavailable, match="durable"):
+            bus.publish("t", records)
+        monkeypatch.undo()
+        assert len(calls) == 4  # every touched file was synced, or tried
+        assert bus.end_offsets("t") == before
+    with EmbeddedEventBus(tmp_path, partitions=4) as bus:
+        assert bus.end_offsets("t") == before
+        [(partition, offset)] = bus.publish("t", [("k", b"after")])
+        assert offset == before[partition]
 
 
 def test_concurrent_publishers_get_distinct_gapless_offsets(tmp_path: Path) -> None:
