@@ -91,6 +91,7 @@ __all__ = ["RedisStateStore"]
 #: Errors the server answers while it cannot serve for a while (a long script, a failover);
 #: the client library raises ``ConnectionError`` for ``LOADING`` (a restart) itself.
 _TRANSIENT = ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
+_TLS_SCHEMES = ("rediss", "valkeys")
 _MOVED = re.compile(r"MOVED \d+ (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
 _ATTEMPTS = 5  # commit transactions tried before giving up (WATCH conflicts, lost replies)
 _BITFIELD_OPS = 256
@@ -335,6 +336,10 @@ class _Client(_Commands, Protocol):
 
 
 def _connect(url: str) -> _Client:
+    # Over TLS, valkey-py checks that the server's certificate is signed by a trusted CA but
+    # not, by default, that it names the host: any certificate of that CA would pass. The
+    # URL's own ``ssl_check_hostname`` (query) still decides where given.
+    tls = {"ssl_check_hostname": True} if urlsplit(url).scheme in _TLS_SCHEMES else {}
     return cast(
         _Client,
         valkey.Valkey.from_url(
@@ -343,6 +348,7 @@ def _connect(url: str) -> _Client:
             socket_connect_timeout=5.0,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
             retry_on_error=[valkey.ConnectionError, valkey.TimeoutError],
+            **tls,
         ),
     )
 

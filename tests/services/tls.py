@@ -22,12 +22,23 @@ from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
 from services import unavailable
+from services.kafka import running_tansu
+from services.valkey import ValkeyService
 
-__all__ = ["Certificates", "TlsProxy", "make_certificates", "tls_certificates", "tls_proxy"]
+__all__ = [
+    "Certificates",
+    "TlsProxy",
+    "kafka_tls",
+    "make_certificates",
+    "tls_certificates",
+    "tls_proxy",
+    "valkey_tls",
+]
 
 _T = TypeVar("_T")
 #: The names a server certificate is made for unless told otherwise.
@@ -141,9 +152,10 @@ class TlsProxy:
         self._loop.set_exception_handler(_report)
         self._thread = threading.Thread(target=self._loop.run_forever, name="tls-proxy")
         self._server: asyncio.Server | None = None
-        # Every connection's handler and its open streams, so that stopping ends them all.
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._streams: set[asyncio.StreamWriter] = set()
+        self._closing = False
+        # Every stream the proxy opened: stopping aborts them all, also those closed but
+        # still holding bytes their peer has not taken.
+        self._streams: list[asyncio.StreamWriter] = []
 
     @property
     def address(self) -> str:
@@ -174,40 +186,59 @@ class TlsProxy:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
 
     async def _close(self, server: asyncio.Server) -> None:
+        """End every connection, also those accepted but not yet handed to ``_accepted``."""
+        self._closing = True
         server.close()
-        for stream in self._streams:
-            stream.transport.abort()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-        await server.wait_closed()
+        while True:
+            await asyncio.sleep(0)  # connections on their way reach their handler
+            for stream in self._streams:
+                stream.transport.abort()
+            others = asyncio.all_tasks() - {asyncio.current_task()}
+            if not others:
+                break
+            await asyncio.gather(*others, return_exceptions=True)
+        # And any connection the loop accepted that never reached a handler (the loop's own
+        # record of its transports is private, but nothing public lists them).
+        for transport in list(getattr(self._loop, "_transports", {}).values()):
+            transport.abort()
+        await asyncio.sleep(0)  # the aborted transports release their sockets
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one client: the handshake here rather than in the server, so that a
         connection still shaking hands is one that stopping can end."""
-        handler = asyncio.current_task()
-        assert handler is not None
-        self._handlers.add(handler)
+        if self._closing:
+            writer.transport.abort()
+            return
         streams = [writer]
-        self._streams.add(writer)
+        self._streams.append(writer)
         try:
-            await writer.start_tls(self._context)
-            if self.upstream is None:
+            # Not ``writer.start_tls``: on Python 3.11 it leaves the writer without a transport
+            # (which its finaliser trips over) when the client hangs up mid-handshake.
+            loop = asyncio.get_running_loop()
+            protocol = writer.transport.get_protocol()
+            tls = await loop.start_tls(writer.transport, protocol, self._context, server_side=True)
+            if tls is None or self.upstream is None:
                 return
+            client = asyncio.StreamWriter(tls, protocol, reader, loop)
+            streams.append(client)
+            self._streams.append(client)
             host, port = self.upstream.rsplit(":", 1)
             upstream_reader, upstream = await asyncio.open_connection(host, int(port))
             streams.append(upstream)
-            self._streams.add(upstream)
+            self._streams.append(upstream)
             async with asyncio.TaskGroup() as pipes:
                 pipes.create_task(_pipe(reader, upstream))
-                pipes.create_task(_pipe(upstream_reader, writer))
+                pipes.create_task(_pipe(upstream_reader, client))
         except* OSError:
             pass  # a failed handshake, or a side that went away: both are closed below
         finally:
             for stream in streams:
-                self._streams.discard(stream)
                 stream.close()
+            # Not the client's first writer: after a failed handshake its protocol is never
+            # told that the connection closed (the TLS layer in between was).
+            for stream in streams[1:]:
                 with contextlib.suppress(OSError):
                     await stream.wait_closed()
-            self._handlers.discard(handler)
 
 
 def _report(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -238,3 +269,28 @@ def tls_proxy(certificates: Certificates, upstream: str | None = None) -> Iterat
 def tls_certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     """The session's authority and a server certificate for the loopback names."""
     return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def valkey_tls(
+    valkey_server: ValkeyService, tls_certificates: Certificates
+) -> Iterator[ValkeyService]:
+    """The session's Valkey server behind a ``TlsProxy``: its URL is ``rediss://`` with the
+    authority's certificate as ``ssl_ca_certs``."""
+    plain = urlsplit(valkey_server.url)
+    if plain.scheme not in ("redis", "valkey"):
+        pytest.skip(f"the Valkey server is not reached in plain TCP: {plain.scheme}://")
+    with tls_proxy(tls_certificates, f"{plain.hostname}:{plain.port}") as proxy:
+        userinfo = plain.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@{proxy.address}" if userinfo else proxy.address
+        query = urlencode({"ssl_ca_certs": str(tls_certificates.ca)})
+        yield ValkeyService(urlunsplit(("rediss", netloc, plain.path, query, "")))
+
+
+@pytest.fixture(scope="session")
+def kafka_tls(tls_certificates: Certificates) -> Iterator[TlsProxy]:
+    """A tansu broker of its own reached through a ``TlsProxy`` only: it advertises the
+    proxy's address, so every connection a client makes after the first is TLS too."""
+    with tls_proxy(tls_certificates) as proxy, running_tansu(advertised=proxy.address) as broker:
+        proxy.upstream = broker.bootstrap
+        yield proxy
