@@ -187,20 +187,22 @@ class TlsProxy:
 
     async def _close(self, server: asyncio.Server) -> None:
         """End every connection, also those accepted but not yet handed to ``_accepted``."""
-        self._closing = True
-        server.close()
+        self._closing = True  # handlers from now on hang up at once
+        closed = False
         while True:
-            await asyncio.sleep(0)  # connections on their way reach their handler
             for stream in self._streams:
                 stream.transport.abort()
             others = asyncio.all_tasks() - {asyncio.current_task()}
             if not others:
-                break
+                if closed:
+                    break
+                # Only now, with no accepted connection on its way to a transport: one that
+                # gets there after the server closed is left open (Python 3.11 asserts in
+                # the server's bookkeeping before the transport owns the socket).
+                server.close()
+                closed = True
             await asyncio.gather(*others, return_exceptions=True)
-        # And any connection the loop accepted that never reached a handler (the loop's own
-        # record of its transports is private, but nothing public lists them).
-        for transport in list(getattr(self._loop, "_transports", {}).values()):
-            transport.abort()
+            await asyncio.sleep(0)  # connections on their way reach their handler
         await asyncio.sleep(0)  # the aborted transports release their sockets
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
