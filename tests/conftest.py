@@ -1,6 +1,6 @@
 """Make the shared test modules (``reference``, ``strategies``, ``services``) importable from
 any test, and offer the real servers' fixtures (``services.postgres``, ``services.valkey``,
-``services.kafka``) to every test."""
+``services.kafka``, ``services.tls``) to every test."""
 
 import sys
 from pathlib import Path
@@ -12,4 +12,5 @@ pytest_plugins = [
     "services.valkey",
     "services.valkey_cluster",
     "services.kafka",
+    "services.tls",
 ]

@@ -93,6 +93,7 @@ __all__ = ["RedisStateStore"]
 #: Errors the server answers while it cannot serve for a while (a long script, a failover);
 #: the client library raises ``ConnectionError`` for ``LOADING`` (a restart) itself.
 _TRANSIENT = ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
+_TLS_SCHEMES = ("rediss", "valkeys")
 _MOVED = re.compile(r"MOVED \d+ (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
 #: How long a commit keeps trying while other processors' commits come first (WATCH
 #: conflicts): they share the commit counter, so with several processors that is routine.
@@ -339,6 +340,10 @@ class _Client(_Commands, Protocol):
 
 
 def _connect(url: str) -> _Client:
+    # Over TLS, valkey-py checks that the server's certificate is signed by a trusted CA but
+    # not, by default, that it names the host: any certificate of that CA would pass. The
+    # URL's own ``ssl_check_hostname`` (query) still decides where given.
+    tls = {"ssl_check_hostname": True} if urlsplit(url).scheme in _TLS_SCHEMES else {}
     return cast(
         _Client,
         valkey.Valkey.from_url(
@@ -347,6 +352,7 @@ def _connect(url: str) -> _Client:
             socket_connect_timeout=5.0,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
             retry_on_error=[valkey.ConnectionError, valkey.TimeoutError],
+            **tls,
         ),
     )
 

@@ -157,8 +157,10 @@ def _start(
     bootstrap: str,
     storage: str = "memory://tansu/",
     environment: dict[str, str] | None = None,
+    advertised: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start tansu listening on ``bootstrap`` (``host:port``) with ``storage``."""
+    """Start tansu listening on ``bootstrap`` (``host:port``) with ``storage``, telling
+    clients to connect to ``advertised`` (default: ``bootstrap``)."""
     with open(directory / "tansu.log", "ab") as log:
         process = subprocess.Popen(
             [
@@ -167,7 +169,7 @@ def _start(
                 "--listener-url",
                 f"tcp://{bootstrap}",
                 "--advertised-listener-url",
-                f"tcp://{bootstrap}",
+                f"tcp://{advertised or bootstrap}",
                 "--storage-engine",
                 storage,
             ],
@@ -194,9 +196,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_tansu(store: ObjectStore | None = None) -> Iterator[KafkaBroker]:
+def running_tansu(
+    store: ObjectStore | None = None, *, advertised: str | None = None
+) -> Iterator[KafkaBroker]:
     """A tansu broker of its own, stopped on exit (tests that stop it use this); its data
-    in ``store``'s bucket if given, else in its memory."""
+    in ``store``'s bucket if given, else in its memory. ``advertised`` (``host:port``) is
+    where its metadata sends clients, a proxy in front of it; by default, itself."""
     program = _tansu()
     directory = Path(tempfile.mkdtemp(prefix="am-kafka-"))
     storage = "memory://tansu/" if store is None else f"s3://{store.bucket}/"
@@ -208,7 +213,7 @@ def running_tansu(store: ObjectStore | None = None) -> Iterator[KafkaBroker]:
             program.chmod(program.stat().st_mode | stat.S_IXUSR)
 
         def launch() -> subprocess.Popen[bytes]:
-            return _start(program, directory, bootstrap, storage, environment)
+            return _start(program, directory, bootstrap, storage, environment, advertised)
 
         try:
             process = launch()

@@ -24,7 +24,7 @@ from audience_manager.store import (
 )
 from audience_manager.store.redis import RedisStateStore
 
-BACKENDS = ["embedded", "redis", "redis-cluster"]
+BACKENDS = ["embedded", "redis", "redis-cluster", "redis-tls"]
 
 
 def open_store(backend: str, location: str) -> StateStore:
@@ -67,7 +67,7 @@ def location(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> It
         with cluster_prefix(request.getfixturevalue("valkey_cluster")) as (url, prefix):
             yield f"{url}#{prefix}"
         return
-    server = request.getfixturevalue("valkey_server")
+    server = request.getfixturevalue("valkey_tls" if backend == "redis-tls" else "valkey_server")
     with server.prefix() as prefix:
         yield f"{server.url}#{prefix}"
 
