@@ -23,11 +23,12 @@ ingestion encodes them. Then, one after the other, so that they never share the 
   shown apart).
 
 Rounds. The events come in ``--rounds`` rounds (default 2) of N events over the same
-users, published together. The first round is a cold start: every user is new and enters
-most segments. The next rounds bring the same users again, as a platform in service sees
-them. Each round of ours is timed apart, from the end of the round before (the first from
-the first poll) to the moment the store has applied every event of the round and the relay
-has published the changes committed by then; Quix Streams is timed over every round.
+users. The first round is published before ours starts and is a cold start: every user is
+new and enters most segments. Each next round, the same users again as a platform in
+service sees them, is published once the round before is done. Each round of ours is
+timed apart, from the first poll that returned records of it to the moment the store has
+applied all its events and the relay has published all its changes. Quix Streams reads
+the topic afterwards and is timed over every round.
 
 Reading the figures. The two do not do the same work: with 100 segments on a cold start
 every user enters most segments, so ours builds, commits and relays to Kafka millions of
@@ -168,12 +169,6 @@ def generate(events: int, users: int) -> tuple[list[tuple[str, bytes]], dict[str
 
 def publish(bus: KafkaEventBus, records: list[tuple[str, bytes]]) -> float:
     """Publish ``records`` to ``events`` in batches; return the seconds it took."""
-    beginning, end = bus.beginning_offsets(EVENTS), bus.end_offsets(EVENTS)
-    if any(end[p] > beginning[p] for p in end):
-        sys.exit(
-            f"topic {EVENTS} on {bus.bootstrap} already holds records; the processor reads "
-            "the whole topic, so use a broker without them"
-        )
     started = time.perf_counter()
     for at in range(0, len(records), 10_000):
         bus.publish(EVENTS, records[at : at + 10_000])
@@ -238,10 +233,17 @@ def _worker(
 
 
 def run_ours(
-    bootstrap: str, args: argparse.Namespace, root: Path, store_location: str
+    bus: KafkaEventBus,
+    records: list[tuple[str, bytes]],
+    args: argparse.Namespace,
+    root: Path,
+    store_location: str,
 ) -> dict[str, Any]:
-    """``--processes`` processors in one group over every event of ``events``: seconds from
-    the first record polled to the last event committed, applied, High Value members."""
+    """``--processes`` processors in one group over ``records`` (the first round published
+    already, each next one once the round before is done): per round, seconds from the
+    first record polled to the last event committed and its changes published; events
+    applied; High Value members."""
+    bootstrap = bus.bootstrap
     catalog_url = f"sqlite:///{root / 'catalog.db'}"
     migrate(catalog_url)
     catalog = CatalogService(create_catalog_engine(catalog_url))
@@ -278,32 +280,24 @@ def run_ours(
     store = open_store(store_location)
     try:
         deadline = time.monotonic() + 1800
-        ends: list[tuple[float, int, int]] = []  # (time, events applied, change lines)
-        published_through: int | None = None  # the change line that ends the round
-        while len(ends) < args.rounds:
-            if any(not w.is_alive() for w in workers) or time.monotonic() > deadline:
-                sys.exit("a processor stopped before applying every event")
-            applied = store.applied()
-            if applied < (len(ends) + 1) * args.events:
-                time.sleep(0.005)
-                continue
-            if not args.no_changes_topic:  # a round ends once its changes are published
-                if published_through is None:
-                    published_through = store.last_change()
-                if store.marker(RELAYED) < published_through:
-                    time.sleep(0.005)
-                    continue
-            ends.append((time.time(), applied, published_through or store.last_change()))
-            published_through = None
-        begun, done, lines = started.value, 0, 0
         rounds = []
-        for ended, applied, through in ends:
+        for number in range(args.rounds):
+            if number:  # the next round's events, once the round before is done
+                started.value = 0.0  # set again by the first poll that returns records
+                publish(bus, records[number * args.events : (number + 1) * args.events])
+            wanted = (number + 1) * args.events
+            while store.applied() < wanted or (
+                not args.no_changes_topic and store.marker(RELAYED) < store.last_change()
+            ):
+                if any(not w.is_alive() for w in workers) or time.monotonic() > deadline:
+                    sys.exit("a processor stopped before applying every event")
+                time.sleep(0.005)
+            lines = store.last_change() - sum(r["changes"] for r in rounds)
             rounds.append(
-                {"seconds": ended - begun, "events": applied - done, "changes": through - lines}
+                {"seconds": time.time() - started.value, "events": args.events, "changes": lines}
             )
-            begun, done, lines = ended, applied, through
         result = {
-            "seconds": ends[-1][0] - started.value,
+            "seconds": sum(r["seconds"] for r in rounds),
             "rounds": rounds,
             "messages": store.applied(),
             "high_value": store.sizes().get(ids[0], 0) if ids else None,
@@ -407,14 +401,20 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="am-bench-") as directory,
     ):
         create_events_topic(bootstrap)
-        seconds = publish(bus, records)
+        beginning, end = bus.beginning_offsets(EVENTS), bus.end_offsets(EVENTS)
+        if any(end[p] > beginning[p] for p in end):
+            sys.exit(
+                f"topic {EVENTS} on {bus.bootstrap} already holds records; the processor "
+                "reads the whole topic, so use a broker without them"
+            )
+        seconds = publish(bus, records[: args.events])
         print(
-            f"published {total:,} events ({args.rounds} round{'s' if args.rounds > 1 else ''} "
-            f"of {args.events:,}) over {args.users:,} users to {EVENTS} ({PARTITIONS} "
-            f"partitions) on {bootstrap}: {total / seconds:,.0f} events/s"
+            f"published {args.events:,} events over {args.users:,} users to {EVENTS} "
+            f"({PARTITIONS} partitions) on {bootstrap}: {args.events / seconds:,.0f} events/s"
+            + (f"; {args.rounds - 1} more round(s) follow" if args.rounds > 1 else "")
         )
         with state_store(args.store, Path(directory)) as location:
-            ours = run_ours(bootstrap, args, Path(directory), location)
+            ours = run_ours(bus, records, args, Path(directory), location)
         ours_rate = total / ours["seconds"]
         processes = f"{args.processes} processor{'s' if args.processes != 1 else ''}"
         relayed = (
