@@ -146,8 +146,9 @@ class KafkaEventBus(EventBus):
         }
         self._max_record_bytes = int(producer.get("message.max.bytes", _DEFAULT_MAX_MESSAGE_BYTES))
         self._producer_config = producer
+        admin: dict[str, Any] = {**common, "error_cb": self._on_admin_error}
         try:
-            self._admin = AdminClient(common)
+            self._admin = AdminClient(admin)
             self._producer = Producer(producer)
         except KafkaException as exc:
             raise BusError(f"invalid Kafka client configuration: {exc}") from exc
@@ -157,6 +158,7 @@ class KafkaEventBus(EventBus):
         self._bulk_lock = threading.Lock()
         self._bulk_failures: list[KafkaError] = []
         self._unreachable: str | None = None  # why no broker answers, until one does
+        self._admin_unreachable: str | None = None  # the same, as the admin client saw it
         self._ended: KafkaError | None = None  # what ended the producer, if something did
         self._lock = threading.Lock()
         self._topics: set[str] = set()  # topics known to exist with the right partitions
@@ -310,6 +312,44 @@ class KafkaEventBus(EventBus):
             if self._unreachable is not None:
                 deadline = min(deadline, time.monotonic() + UNREACHABLE_WAIT)
 
+    def _on_admin_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._admin_unreachable = error.str()
+
+    def _admin_result(self, future: Future[Any]) -> Any:
+        """The result of an admin request; a ``KafkaException`` also when it did not
+        finish in time, or a second after the client reported every broker down while no
+        broker answers (one that cannot be reached, or whose TLS handshake fails, never
+        will)."""
+        deadline = time.monotonic() + self.timeout + 5
+        down_since: float | None = None
+        while True:
+            try:
+                result = future.result(0.05)
+            except TimeoutError:
+                pass
+            else:
+                self._admin_unreachable = None
+                return result
+            self._admin.poll(0)  # serves error_cb
+            now = time.monotonic()
+            if self._admin_unreachable is not None and down_since is None:
+                down_since = now
+            if down_since is not None and now - down_since > UNREACHABLE_WAIT:
+                if not self._admin_reachable():
+                    raise KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+                down_since = None  # a stale report: the brokers answer again
+            if now > deadline:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+    def _admin_reachable(self) -> bool:
+        try:
+            self._admin.list_topics(timeout=UNREACHABLE_WAIT)
+        except KafkaException:
+            return False
+        self._admin_unreachable = None
+        return True
+
     def _on_producer_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self._unreachable = error.str()
@@ -359,7 +399,7 @@ class KafkaEventBus(EventBus):
             spec = NewTopic(topic, self.partitions, self.replication or -1)
             futures = self._admin.create_topics([spec], request_timeout=self.timeout)
             try:
-                _result(futures[topic], self.timeout)
+                self._admin_result(futures[topic])
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise unavailable(f"cannot create topic {topic}", exc) from exc
@@ -384,14 +424,6 @@ class KafkaEventBus(EventBus):
         wanted = {TopicPartition(topic, p): spec for p in range(self.partitions)}
         try:
             futures = self._admin.list_offsets(wanted, request_timeout=self.timeout)
-            return {tp.partition: _result(f, self.timeout).offset for tp, f in futures.items()}
+            return {tp.partition: self._admin_result(f).offset for tp, f in futures.items()}
         except KafkaException as exc:
             raise unavailable(f"cannot list the offsets of {topic}", exc) from exc
-
-
-def _result(future: Future[Any], timeout: float) -> Any:
-    """The result of an admin request, a ``KafkaException`` also when it did not finish."""
-    try:
-        return future.result(timeout + 5)
-    except TimeoutError:
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT)) from None

@@ -216,3 +216,19 @@ def test_the_state_store_refuses_a_certificate_for_another_host(
             assert store.positions() == {}
         finally:
             store.close()
+
+
+@pytest.mark.parametrize("scheme", ["kafka+ssl", "kafka"], ids=["without-the-ca", "plaintext"])
+def test_a_bus_opened_from_settings_gives_up_on_a_failed_handshake_soon(
+    kafka_tls: TlsProxy, tmp_path: Path, scheme: str
+) -> None:
+    # The bus's own timeout stays at its 30 s default: the failure is reported well before.
+    settings = Settings(data_dir=tmp_path, bus_url=f"{scheme}://{kafka_tls.address}")
+    started = time.monotonic()
+    backends = open_backends(settings)
+    try:
+        with pytest.raises(BusUnavailable):
+            backends.bus.publish(f"tls-{uuid.uuid4().hex[:12]}", [("user-1", b"x")])
+    finally:
+        backends.close()
+    assert time.monotonic() - started < FAILS_WITHIN
