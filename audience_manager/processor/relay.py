@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -46,6 +47,8 @@ _MARKER = RELAYED
 OpenPorts = Callable[[], tuple[EventBus, StateStore]]
 #: How often a relay process looks for lines nobody told it about (another processor's).
 IDLE_CHECK = 0.1
+#: The least time between two starts of a relay process that keeps dying (seconds).
+RESTART_PAUSE = 2.0
 #: How long stopping a relay process waits for it to publish what is committed.
 STOP_WAIT = 30.0
 #: Seconds between attempts while the bus or the store is unavailable (doubling).
@@ -153,6 +156,7 @@ class RelayProcess:
         self._context = multiprocessing.get_context("spawn")
         self._process: BaseProcess | None = None
         self._signals: Connection | None = None  # the write end of the child's pipe
+        self._started = 0.0  # when the last child was started (monotonic)
 
     @property
     def process(self) -> BaseProcess | None:
@@ -166,14 +170,18 @@ class RelayProcess:
         self._signal(_WAKE)
 
     def resume(self) -> None:
-        """Start the child unless it runs."""
+        """Start the child unless it runs (one that died is started again, at most once
+        every ``RESTART_PAUSE`` s, so a child that fails at once does not spin)."""
         if self._process is not None:
             if self._process.is_alive():
                 return
+            if time.monotonic() - self._started < RESTART_PAUSE:
+                return  # a later wake-up starts it
             log.warning(
                 "the change relay exited with %s; starting it again", self._process.exitcode
             )
             self._close_signals()
+        self._started = time.monotonic()
         reader, writer = self._context.Pipe(duplex=False)
         self._process = self._context.Process(
             target=run_relay,

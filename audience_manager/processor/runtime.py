@@ -375,8 +375,9 @@ class Processor:
             self._inflight = (future, dict(state.positions))
         else:
             self._settle()  # idle: nothing to overlap with
-            if self.partitioned:
-                self._relay()  # lines other processors committed meanwhile
+            # Lines other processors committed meanwhile, or left by a relay process that
+            # died (it is started again).
+            self._relay()
         return applied
 
     def _write(self, state: StateCommit, poison: list[tuple[str, bytes]]) -> None:
