@@ -27,7 +27,9 @@ from audience_manager.bus.base import (
     Consumer,
     OffsetOutOfRange,
     Record,
+    check_commit,
     check_name,
+    check_partitions,
     check_seek,
 )
 
@@ -98,8 +100,7 @@ class EmbeddedConsumer(Consumer):
         """Read exactly ``partitions`` (``None``: all), from the committed position or start."""
         self._check_open()
         wanted = range(self._partitions) if partitions is None else partitions
-        for partition in wanted:
-            self._check_partition(partition)
+        check_partitions(self._topic, wanted, self._partitions)
         committed = self.committed()
         cursors: dict[int, _Cursor] = {}
         for partition in wanted:
@@ -148,10 +149,7 @@ class EmbeddedConsumer(Consumer):
         """Store positions for the group (``None``: the current positions)."""
         self._check_open()
         chosen = self.positions() if positions is None else dict(positions)
-        for partition, position in chosen.items():
-            self._check_partition(partition)
-            if position < 0:
-                raise ValueError(f"negative position {position}")
+        check_commit(self._topic, chosen, self._partitions)
         try:
             write_group(self._topic_dir, self._group, chosen, fsync=self._fsync)
         except OSError as exc:
@@ -181,10 +179,6 @@ class EmbeddedConsumer(Consumer):
     def _check_open(self) -> None:
         if self._closed:
             raise BusError("the consumer is closed")
-
-    def _check_partition(self, partition: int) -> None:
-        if not isinstance(partition, int) or not 0 <= partition < self._partitions:
-            raise BusError(f"{self._topic} has no partition {partition!r}")
 
     def _ends(self) -> list[int] | None:
         if self._ends_fd is None:

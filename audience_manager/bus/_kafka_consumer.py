@@ -17,7 +17,9 @@ from audience_manager.bus.base import (
     OffsetOutOfRange,
     Record,
     RevokeCallback,
+    check_commit,
     check_name,
+    check_partitions,
     check_seek,
 )
 
@@ -86,8 +88,7 @@ class KafkaConsumer(Consumer):
         if self._subscribed:
             raise BusError("a subscribed consumer's partitions are assigned by its group")
         wanted = list(range(self._partitions)) if partitions is None else list(partitions)
-        for partition in wanted:
-            self._check_partition(partition)
+        check_partitions(self._topic, wanted, self._partitions)
         starts = self._starts([p for p in wanted if p not in self._positions])
         positions = {p: self._positions.get(p, starts.get(p, 0)) for p in wanted}
         self._run(self._consumer.assign, self._tps(positions))
@@ -151,10 +152,7 @@ class KafkaConsumer(Consumer):
         """Store positions for the group (``None``: the current positions), synchronously."""
         self._check_open()
         chosen = self.positions() if positions is None else dict(positions)
-        for partition, position in chosen.items():
-            self._check_partition(partition)
-            if position < 0:
-                raise ValueError(f"negative position {position}")
+        check_commit(self._topic, chosen, self._partitions)
         if not chosen:
             return
         stored = self._run(self._consumer.commit, offsets=self._tps(chosen), asynchronous=False)
@@ -182,10 +180,6 @@ class KafkaConsumer(Consumer):
     def _check_open(self) -> None:
         if self._closed:
             raise BusError("the consumer is closed")
-
-    def _check_partition(self, partition: int) -> None:
-        if not isinstance(partition, int) or not 0 <= partition < self._partitions:
-            raise BusError(f"{self._topic} has no partition {partition!r}")
 
     def _tps(self, positions: Mapping[int, int]) -> list[TopicPartition]:
         return [TopicPartition(self._topic, p, o) for p, o in positions.items()]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -37,7 +37,9 @@ __all__ = [
     "OffsetOutOfRange",
     "Record",
     "RevokeCallback",
+    "check_commit",
     "check_name",
+    "check_partitions",
     "check_seek",
     "check_values",
     "encode_records",
@@ -97,6 +99,21 @@ def check_values(values: Sequence[object]) -> None:
     """``TypeError`` unless every record value is bytes."""
     if any(not issubclass(kind, bytes) for kind in set(map(type, values))):
         raise TypeError("record values must be bytes")
+
+
+def check_partitions(topic: str, partitions: Iterable[int], count: int) -> None:
+    """Refuse a partition that ``topic`` (of ``count`` partitions) does not have."""
+    for partition in partitions:
+        if not isinstance(partition, int) or not 0 <= partition < count:
+            raise BusError(f"{topic} has no partition {partition!r}")
+
+
+def check_commit(topic: str, positions: Mapping[int, int], count: int) -> None:
+    """Refuse a commit to a partition ``topic`` does not have or of a negative position."""
+    check_partitions(topic, positions, count)
+    for position in positions.values():
+        if position < 0:
+            raise ValueError(f"negative position {position}")
 
 
 def check_seek(topic: str, positions: Mapping[int, int], assigned: Collection[int]) -> None:

@@ -42,7 +42,6 @@ __all__ = [
 CHANGES = "membership-changes"
 #: The store marker holding the number of the last line published.
 RELAYED = "relayed-changes"
-_MARKER = RELAYED
 #: Opens the bus and the store in a relay process (picklable: it crosses a spawn).
 OpenPorts = Callable[[], tuple[EventBus, StateStore]]
 #: How often a relay process looks for lines nobody told it about (another processor's).
@@ -109,11 +108,11 @@ class ChangeRelay:
         self.store = store
         self.bus = bus
         self.topic = topic
-        self.position = store.marker(_MARKER)
+        self.position = store.marker(RELAYED)
 
     def resume(self) -> None:
         """Carry on from the stored marker (another relay may have moved it)."""
-        self.position = self.store.marker(_MARKER)
+        self.position = self.store.marker(RELAYED)
 
     def pause(self) -> None:
         """Nothing to let go of: lines are published by the caller's own ``relay`` calls."""
@@ -133,7 +132,7 @@ class ChangeRelay:
             self.bus.publish_many(self.topic, keys, values)  # durable once it returns
             first, block = blocks[-1]
             self.position = first + len(block) - 1
-            self.store.set_marker(_MARKER, self.position)
+            self.store.set_marker(RELAYED, self.position)
             published += len(keys)
 
 
