@@ -233,7 +233,11 @@ def test_a_processor_killed_hands_its_partitions_to_the_other(
         last = store.last_change()
         wait_for(lambda: store.marker(RELAYED) == last, 60, "every change line published")
         lines = dict(store.changes_since(0, limit=last))
-        published = _logged(broker.bootstrap, CHANGES)
+        published = [
+            {"userId": message["userId"], **change}
+            for message in _logged(broker.bootstrap, CHANGES)
+            for change in message["changes"]
+        ]
         assert {m["sequence"] for m in published} == set(range(1, last + 1))
         for message in published:
             line = lines[message["sequence"]]

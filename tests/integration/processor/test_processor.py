@@ -258,11 +258,19 @@ def test_a_replay_assigns_the_same_user_ids_however_the_polls_fall(platform: Pla
 
 
 def published_changes(platform: Platform) -> list[dict[str, object]]:
+    """Every change line on the topic (messages carry a user's lines), by sequence."""
     reader = platform.bus.consumer(CHANGES, f"test-{uuid.uuid4().hex}")
     reader.assign(None)
     records = reader.poll(1_000, 0.5)
     reader.close()
-    return sorted((msgspec.json.decode(r.value) for r in records), key=lambda m: m["sequence"])
+    return sorted(
+        (
+            {"userId": message["userId"], **change}
+            for message in (msgspec.json.decode(r.value) for r in records)
+            for change in message["changes"]
+        ),
+        key=lambda m: m["sequence"],
+    )
 
 
 def test_membership_changes_reach_the_topic_at_least_once(platform: Platform) -> None:
