@@ -100,22 +100,23 @@ DAY_MS = 86_400_000
 PARTITIONS = 8
 HIGH_VALUE = 1000  # the threshold of RULES[0], "totalSpent > 1000"
 QUIX_APP = ROOT / "bench" / "quix_aggregation.py"
+QUIX_CHANGES = "quix-membership-changes"
 QUIX_INSTALL = (
     "python3 -m venv .venv-quix && .venv-quix/bin/pip install -r bench/requirements-quix.txt"
 )
 
 
-def create_events_topic(bootstrap: str) -> None:
-    """Create ``events`` unless it exists, with its retention set explicitly.
+def create_topic(bootstrap: str, name: str) -> None:
+    """Create topic ``name`` unless it exists, with its retention set explicitly.
 
     tansu describes a topic with only the settings it was created with, and Quix Streams
     derives its changelog topics from the source topic's ``retention.ms`` (a KeyError
     without it).
     """
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _log})
-    topic = NewTopic(EVENTS, PARTITIONS, 1, config={"retention.ms": "-1"})
+    topic = NewTopic(name, PARTITIONS, 1, config={"retention.ms": "-1"})
     try:
-        admin.create_topics([topic])[EVENTS].result(30)
+        admin.create_topics([topic])[name].result(30)
     except KafkaException as exc:
         if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise
@@ -301,6 +302,9 @@ def run_ours(
             "rounds": rounds,
             "messages": store.applied(),
             "high_value": store.sizes().get(ids[0], 0) if ids else None,
+            "ids": ids,
+            "sizes": store.sizes(),
+            "changes": store.last_change(),
         }
     finally:
         stop.set()
@@ -310,19 +314,39 @@ def run_ours(
     return result
 
 
-def run_quix(python: str, bootstrap: str, events: int) -> dict[str, Any]:
-    """The Quix Streams application over the same topic, in a subprocess."""
-    done = subprocess.run(
-        [python, str(QUIX_APP), "--bootstrap", bootstrap, "--events", str(events)],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
+def run_quix(
+    python: str, bootstrap: str, events: int, segments: Path | None, publish: bool
+) -> dict[str, Any]:
+    """The Quix Streams application over the same topic, in a subprocess: bare, or doing
+    the same work as ours with the segment ids in ``segments``."""
+    command = [python, str(QUIX_APP), "--bootstrap", bootstrap, "--events", str(events)]
+    if segments is not None:
+        command += ["--segments", str(segments), "--changes-topic", QUIX_CHANGES]
+        if publish:
+            create_topic(bootstrap, QUIX_CHANGES)
+        else:
+            command.append("--no-changes")
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, timeout=1800)
     if done.returncode != 0:
         sys.exit(f"the Quix Streams application failed (exit status {done.returncode})")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def same_members(ours: dict[str, Any], quix: dict[str, Any]) -> str:
+    """``ok`` if both found the same members per segment and made as many changes, else
+    ``MISMATCH`` after printing the difference."""
+    wrong = [
+        f"segment {i} ({segment}): ours {ours['sizes'].get(segment, 0):,}, "
+        f"Quix {quix['sizes'].get(segment, 0):,}"
+        for i, segment in enumerate(ours["ids"])
+        if ours["sizes"].get(segment, 0) != quix["sizes"].get(segment, 0)
+    ]
+    if ours["changes"] != quix["changes"]:
+        wrong.append(f"changes: ours {ours['changes']:,}, Quix {quix['changes']:,}")
+    if wrong:
+        print(f"Quix Streams: MISMATCH {'; '.join(wrong[:5])}", file=sys.stderr)
+    return "MISMATCH" if wrong else "ok"
 
 
 def check(side: str, found: dict[str, Any], expected: dict[str, float]) -> str:
@@ -348,6 +372,13 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=None, help="an external broker, host:port")
     parser.add_argument("--quix-python", default=None, help="default: .venv-quix/bin/python")
     parser.add_argument("--skip-quix", action="store_true", help="measure ours only")
+    parser.add_argument(
+        "--quix",
+        choices=["both", "same", "bare"],
+        default="both",
+        help="the Quix Streams application(s) to run: doing the same work as ours (the "
+        "segments' rules and membership changes), the bare aggregation, or both",
+    )
     parser.add_argument("--store", choices=["embedded", "redis"], default="redis")
     parser.add_argument(
         "--relay",
@@ -400,7 +431,7 @@ def main() -> None:
         KafkaEventBus(bootstrap, partitions=PARTITIONS) as bus,
         tempfile.TemporaryDirectory(prefix="am-bench-") as directory,
     ):
-        create_events_topic(bootstrap)
+        create_topic(bootstrap, EVENTS)
         beginning, end = bus.beginning_offsets(EVENTS), bus.end_offsets(EVENTS)
         if any(end[p] > beginning[p] for p in end):
             sys.exit(
@@ -442,17 +473,36 @@ def main() -> None:
             )
         if args.skip_quix:
             return
-        quix = run_quix(quix_python, bootstrap, total)
-    quix_rate = total / quix["seconds"]
-    print(
-        f"Quix Streams (per-user count/sum/first/last + one rule): {quix_rate:,.0f} events/s  "
-        f"[{quix['seconds']:.2f} s; {quix['seconds_to_exit']:.2f} s with the final "
-        f"checkpoint and shutdown; checks {check('Quix Streams', quix, expected)}]"
-    )
-    print(
-        f"ratio: {ours_rate / quix_rate:.2f}x overall; "
-        + "; ".join(f"round {n} {rate / quix_rate:.2f}x" for n, rate in enumerate(rates, 1))
-    )
+        ids_file = Path(directory) / "segments.json"
+        ids_file.write_text(json.dumps(ours["ids"]))
+        runs = []
+        if args.quix in ("same", "both"):
+            same = run_quix(quix_python, bootstrap, total, ids_file, not args.no_changes_topic)
+            emits = "not published" if args.no_changes_topic else "published to a topic"
+            runs.append(
+                (
+                    f"the same work: {args.segments} segments' rules, membership changes {emits}",
+                    same,
+                    f"{same['changes']:,} changes; members per segment and changes "
+                    f"{same_members(ours, same)} against ours",
+                )
+            )
+        if args.quix in ("bare", "both"):
+            bare = run_quix(quix_python, bootstrap, total, None, False)
+            runs.append(("bare: per-user count/sum/first/last + one rule, emits nothing", bare, ""))
+    for name, quix, checked in runs:
+        quix_rate = total / quix["seconds"]
+        print(
+            f"Quix Streams, {name}: {quix_rate:,.0f} events/s  "
+            f"[{quix['seconds']:.2f} s; {quix['seconds_to_exit']:.2f} s with the final "
+            f"checkpoint and shutdown; checks {check('Quix Streams', quix, expected)}"
+            + (f"; {checked}" if checked else "")
+            + "]"
+        )
+        print(
+            f"  ratio: {ours_rate / quix_rate:.2f}x overall; "
+            + "; ".join(f"round {n} {rate / quix_rate:.2f}x" for n, rate in enumerate(rates, 1))
+        )
 
 
 if __name__ == "__main__":
