@@ -23,7 +23,8 @@ values of the topic keyed by user id.
   it also keeps each user's purchases of the last 30 days (time, amount, whether of
   category ``c3``), evaluates the five rules after every event (total spent over 1000;
   3 purchases within 7 days; last seen within 30 days; over 400 spent on ``c3`` within 30
-  days; 5 purchases or not under 200 spent), and publishes every segment the user enters
+  days; 5 purchases or not under 200 spent; only those its segments have, keeping the
+  purchases only if a rule needs them), and publishes every segment the user enters
   or leaves to ``--changes-topic``, one message per event that changed something, keyed
   by user id, in the format of ours: ``{"userId", "changes": [{"segmentId", "change",
   "at", "sequence"}, ...]}``. It evaluates each of the five rules once per event and
@@ -55,20 +56,21 @@ DAY_MS = 86_400_000
 RULES = 5  # the rule shapes of bench/processor.py, segment i having rule i % RULES
 
 
-def rule_results(profile: dict[str, Any], now: int) -> int:
-    """The five rules of ``bench/processor.py`` over ``profile`` at ``now``, as bits."""
+def rule_results(profile: dict[str, Any], now: int, used: int) -> int:
+    """The rules of ``bench/processor.py`` among ``used`` (bits) over ``profile`` at
+    ``now``, as bits."""
     spent = profile["spent"]
     recent = profile["recent"]  # [time, amount, of c3] of the purchases of the last 30 days
     week = now - 7 * DAY_MS
     month = now - 30 * DAY_MS
-    bits = 1 if spent > HIGH_VALUE else 0
-    if sum(1 for at, _, _ in recent if at >= week) >= 3:
+    bits = 1 if used & 1 and spent > HIGH_VALUE else 0
+    if used & 2 and sum(1 for at, _, _ in recent if at >= week) >= 3:
         bits |= 2
-    if profile["last"] >= month:
+    if used & 4 and profile["last"] >= month:
         bits |= 4
-    if sum(amount for at, amount, c3 in recent if c3 and at >= month) > 400:
+    if used & 8 and sum(amount for at, amount, c3 in recent if c3 and at >= month) > 400:
         bits |= 8
-    if profile["purchases"] >= 5 or not spent < 200:
+    if used & 16 and (profile["purchases"] >= 5 or not spent < 200):
         bits |= 16
     return bits
 
@@ -109,6 +111,8 @@ def main() -> None:
         with open(args.segments) as file:
             segments = json.load(file)
     table = change_table(segments)
+    used = sum({1 << (i % RULES) for i in range(len(segments))})  # the rules segments have
+    windowed = bool(used & (2 | 8))  # rules over the purchases of the last 30 days
     members = [0] * (1 << RULES)  # users per combination of rule bits
 
     try:
@@ -196,13 +200,14 @@ def main() -> None:
                 seen["amount"] += amount
                 if not was_high and profile["spent"] > HIGH_VALUE:
                     seen["high_value"] += 1
-                month = now - 30 * DAY_MS
-                recent = [p for p in profile["recent"] if p[0] >= month]
-                recent.append([at, amount, properties.get("category") == "c3"])
-                profile["recent"] = recent
+                if windowed:
+                    month = now - 30 * DAY_MS
+                    recent = [p for p in profile["recent"] if p[0] >= month]
+                    recent.append([at, amount, properties.get("category") == "c3"])
+                    profile["recent"] = recent
             profile["first"] = min(profile["first"], at)
             profile["last"] = max(profile["last"], at)
-            old, new = profile["rules"], rule_results(profile, now)
+            old, new = profile["rules"], rule_results(profile, now, used)
             profile["rules"] = new
             state.set("profile", profile)
             seen["messages"] += 1
