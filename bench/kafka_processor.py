@@ -487,9 +487,11 @@ def main() -> None:
         if args.quix in ("same", "both"):
             same = run_quix(quix_python, bootstrap, total, ids_file, not args.no_changes_topic)
             emits = "not published" if args.no_changes_topic else "published to a topic"
+            plural = "s" if args.segments != 1 else ""
             runs.append(
                 (
-                    f"the same work: {args.segments} segments' rules, membership changes {emits}",
+                    f"the same work: the rules of {args.segments} segment{plural}, "
+                    f"membership changes {emits}",
                     same,
                     f"{same['changes']:,} changes; members per segment and changes "
                     f"{same_members(ours, same)} against ours",
