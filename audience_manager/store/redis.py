@@ -17,6 +17,7 @@ cluster and runs as one transaction):
                      in the embedded store's blocks
 ``meta``             hash: ``commit`` (the last commit's id), ``commits``, ``lines``,
                      ``applied``
+``commit-lock``      string, with an expiry: the token of the commit under way, if any
 ``pending``, ``requests``, ``request:<id>``  requests for the processor: unanswered ids in
                      order of submission (a sorted set and its counter), and one hash per
                      request (kept an hour once answered)
@@ -41,7 +42,16 @@ written again. Otherwise the transaction applies everything and records the id. 
 a dropped connection goes round the same check on a new connection; if the first ``EXEC`` is
 still to run when the retry reads, ``WATCH`` aborts whichever of the two runs second. Every
 command in the transaction has its input checked beforehand, so none fails inside ``EXEC``
-(Redis would not roll the others back). The Lua scripts reach member keys by the prefix they
+(Redis would not roll the others back).
+
+Several processors: each commit reads and writes ``meta``, so two processors' commits
+overlapping in time make one of them start again (``WATCH`` aborts it). Left to chance, a
+cold start had about every second commit of two processors start again, and each retry
+repeats the reads and the pipeline of a commit that can run to megabytes. So a commit
+first takes ``commit-lock`` (``SET NX PX``, a few milliseconds' waits while another holds
+it) and releases it inside its own transaction. The lock only spares that wasted work:
+correctness still rests on ``WATCH``, and a holder that died lets go when the lock expires
+(``_LOCK_TTL_MS``). The Lua scripts reach member keys by the prefix they
 are given; all keys hash to the tag's slot, which Redis Cluster allows.
 
 Redis Cluster: the URL may name any node. The store asks it which node serves the tag's
@@ -53,6 +63,7 @@ cluster's nodes; one platform's state lives on one node (and its replicas).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import re
@@ -98,6 +109,8 @@ _MOVED = re.compile(r"MOVED \d+ (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
 #: How long a commit keeps trying while other processors' commits come first (WATCH
 #: conflicts): they share the commit counter, so with several processors that is routine.
 _COMMIT_PATIENCE = 30.0
+#: The commit lock's expiry: what a processor that died holding it costs the others.
+_LOCK_TTL_MS = 5_000
 _BITFIELD_OPS = 256
 # A BITFIELD operation costs about this many bytes to send, parse and log: a segment whose
 # changes are denser than that is cheaper rewritten as the byte range they fall in.
@@ -111,6 +124,14 @@ _LSB_FIRST = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.u
 _ANSWER_TTL = 3600
 
 _journal_decoder = msgspec.msgpack.Decoder(tuple[dict[int, int], int])
+
+# KEYS[1] the commit lock; ARGV[1] the holder's token. Deletes the lock if still theirs.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 # KEYS[1] sizes; ARGV: members key prefix, then the segments whose members changed.
 _RECOUNT = """
@@ -443,14 +464,20 @@ class RedisStateStore(StateStore):
     def commit(self, commit: StateCommit) -> None:
         writes = _Writes.of(commit)
         deadline = time.monotonic() + _COMMIT_PATIENCE
+        token = secrets.token_hex(8)
         with self._errors():
             for attempt in itertools.count():
-                with self._pipeline() as pipe:
-                    try:
-                        self._transaction(pipe, commit, writes)
+                self._lock(token, deadline)
+                released = False
+                try:
+                    with self._pipeline() as pipe:
+                        released = self._transaction(pipe, commit, writes, token)
                         return
-                    except valkey.WatchError:
-                        pass  # another commit came first, or the connection dropped
+                except valkey.WatchError:
+                    pass  # another commit came first (its lock expired), or a drop
+                finally:
+                    if not released:
+                        self._unlock(token)
                 if time.monotonic() > deadline:
                     break
                 # Apart at random, so that two processors do not collide again in step.
@@ -459,7 +486,26 @@ class RedisStateStore(StateStore):
             f"{self!r}: the commit did not go through in {_COMMIT_PATIENCE:.0f} s of tries"
         )
 
-    def _transaction(self, pipe: _Pipeline, commit: StateCommit, writes: _Writes) -> None:
+    def _lock(self, token: str, deadline: float) -> None:
+        """Take the commit lock, waiting while another commit holds it."""
+        lock = self._key("commit-lock")
+        while not self._client.execute_command("SET", lock, token, "NX", "PX", _LOCK_TTL_MS):
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(
+                    f"{self!r}: the commit lock stayed taken for {_COMMIT_PATIENCE:.0f} s"
+                )
+            time.sleep(random.uniform(0.0005, 0.002))
+
+    def _unlock(self, token: str) -> None:
+        """Release the commit lock if this commit still holds it (it expires otherwise)."""
+        with contextlib.suppress(valkey.ValkeyError):  # if gone, the lock expires by itself
+            self._client.execute_command("EVAL", _UNLOCK, 1, self._key("commit-lock"), token)
+
+    def _transaction(
+        self, pipe: _Pipeline, commit: StateCommit, writes: _Writes, token: str
+    ) -> bool:
+        """Apply ``commit`` unless it is in already; True if the transaction ran (and
+        released the commit lock ``token`` holds)."""
         meta, users, sizes = self._key("meta"), self._key("users"), self._key("sizes")
         members = self._key("members", "")
         pipe.watch(meta)  # every commit writes it: what is read below holds until EXEC
@@ -481,7 +527,7 @@ class RedisStateStore(StateStore):
             del replies[-len(writes.patches) :]
         last, commits, lines = replies.pop(0)
         if last is not None and int(last) == commit.id:
-            return  # applied already (its reply was lost)
+            return False  # applied already (its reply was lost)
         if commit.base:
             stored = zip(commit.base, replies.pop(0), strict=True)
             check_base(commit, {p: int(o) for p, o in stored if o is not None})
@@ -537,7 +583,9 @@ class RedisStateStore(StateStore):
             pipe.execute_command("XADD", self._key("changes"), f"{line}-0", "lines", blob)
         pipe.execute_command("HSET", meta, "commit", commit.id, "commits", seq, "lines", line)
         pipe.execute_command("HINCRBY", meta, "applied", commit.applied)
+        pipe.execute_command("EVAL", _UNLOCK, 1, self._key("commit-lock"), token)
         pipe.execute()
+        return True
 
     def _holding(self, dense: list[int], segments: list[str]) -> dict[str, list[int]]:
         """The segments with members among ``dense``, and those members."""

@@ -236,6 +236,68 @@ def test_valkey_urls_open_the_same_store(valkey_server: ValkeyService, prefix: s
         with_redis.close()
 
 
+def test_a_commit_releases_the_commit_lock_in_its_transaction(
+    valkey_server: ValkeyService, store: RedisStateStore, prefix: str
+) -> None:
+    first = batch(1, range(10), "s")
+    store.commit(first)
+    store.commit(first)  # in already: nothing written, the lock let go all the same
+    with valkey.Valkey.from_url(valkey_server.url) as client:
+        assert client.exists(f"{{{prefix}}}:commit-lock") == 0
+    assert store.applied() == 10
+
+
+def test_a_lock_left_by_a_holder_that_died_holds_commits_until_it_expires(
+    valkey_server: ValkeyService, store: RedisStateStore, prefix: str
+) -> None:
+    with valkey.Valkey.from_url(valkey_server.url) as client:
+        client.set(f"{{{prefix}}}:commit-lock", "a processor gone", px=500)
+    started = time.monotonic()
+    store.commit(batch(1, range(10), "s"))
+    assert time.monotonic() - started >= 0.4
+    assert store.sizes() == {"s": 10}
+
+
+def test_commits_of_two_processors_at_once_never_start_again(
+    valkey_server: ValkeyService, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit lock keeps a commit from overlapping another: none is aborted by WATCH,
+    so none repeats its reads and its pipeline."""
+    aborted = []
+    transaction = RedisStateStore._transaction
+
+    def counted(self: RedisStateStore, *args: object) -> bool:
+        try:
+            return transaction(self, *args)  # type: ignore[arg-type]
+        except valkey.WatchError:
+            aborted.append(1)
+            raise
+
+    monkeypatch.setattr(RedisStateStore, "_transaction", counted)
+    stores = [RedisStateStore(valkey_server.url, prefix=prefix) for _ in range(2)]
+
+    def commit_all(partition: int) -> None:
+        for n in range(1, 41):
+            users = range(partition * 100_000 + n * 50, partition * 100_000 + n * 50 + 50)
+            commit = batch(n, users, f"s{partition}")
+            commit.positions = {partition: n}
+            commit.base = {partition: n - 1} if n > 1 else None
+            stores[partition].commit(commit)
+
+    try:
+        threads = [threading.Thread(target=commit_all, args=(p,)) for p in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert stores[0].positions() == {0: 40, 1: 40}
+        assert stores[0].sizes() == {"s0": 2_000, "s1": 2_000}
+        assert aborted == []
+    finally:
+        for opened in stores:
+            opened.close()
+
+
 def test_every_key_carries_the_hash_tag(valkey_server: ValkeyService) -> None:
     url = f"{valkey_server.url}/7"  # a database of its own
     store = RedisStateStore(url, prefix="tagged")
