@@ -146,15 +146,8 @@ def main() -> None:
         topic = app.topic(args.topic, key_deserializer="str", value_deserializer="json")
         sdf = app.dataframe(topic)
 
-        def aggregate(value: dict[str, Any], state: State) -> None:
-            if not seen["messages"]:
-                times["first"] = time.perf_counter()
-            at = value["timestamp"]
-            amount = value.get("properties", {}).get("amount", 0)
-            profile = state.get("profile")
-            if profile is None:
-                seen["users"] += 1
-                profile = {"events": 0, "purchases": 0, "spent": 0, "first": at, "last": at}
+        def count(profile: dict[str, Any], value: dict[str, Any], at: int, amount: int) -> None:
+            """The built-in attributes: events, purchases, total spent, first and last seen."""
             profile["events"] += 1
             if value.get("eventType") == "purchase":
                 profile["purchases"] += 1
@@ -165,6 +158,17 @@ def main() -> None:
                     seen["high_value"] += 1
             profile["first"] = min(profile["first"], at)
             profile["last"] = max(profile["last"], at)
+
+        def aggregate(value: dict[str, Any], state: State) -> None:
+            if not seen["messages"]:
+                times["first"] = time.perf_counter()
+            at = value["timestamp"]
+            amount = value.get("properties", {}).get("amount", 0)
+            profile = state.get("profile")
+            if profile is None:
+                seen["users"] += 1
+                profile = {"events": 0, "purchases": 0, "spent": 0, "first": at, "last": at}
+            count(profile, value, at, amount)
             state.set("profile", profile)
             seen["messages"] += 1
             if seen["messages"] == expected:
@@ -192,21 +196,12 @@ def main() -> None:
                     "rules": 0,
                 }
                 members[0] += 1
-            profile["events"] += 1
-            if value.get("eventType") == "purchase":
-                profile["purchases"] += 1
-                was_high = profile["spent"] > HIGH_VALUE
-                profile["spent"] += amount
-                seen["amount"] += amount
-                if not was_high and profile["spent"] > HIGH_VALUE:
-                    seen["high_value"] += 1
-                if windowed:
-                    month = now - 30 * DAY_MS
-                    recent = [p for p in profile["recent"] if p[0] >= month]
-                    recent.append([at, amount, properties.get("category") == "c3"])
-                    profile["recent"] = recent
-            profile["first"] = min(profile["first"], at)
-            profile["last"] = max(profile["last"], at)
+            count(profile, value, at, amount)
+            if windowed and value.get("eventType") == "purchase":
+                month = now - 30 * DAY_MS
+                recent = [p for p in profile["recent"] if p[0] >= month]
+                recent.append([at, amount, properties.get("category") == "c3"])
+                profile["recent"] = recent
             old, new = profile["rules"], rule_results(profile, now, used)
             profile["rules"] = new
             state.set("profile", profile)

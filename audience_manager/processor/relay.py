@@ -73,8 +73,9 @@ def change_messages(blocks: Sequence[tuple[int, ChangeBlock]]) -> tuple[list[str
 
     (``drop``: a segment's members all left, user ""; ``erase``: a user was erased
     everywhere, segment ""). A user with more than ``CHANGES_PER_MESSAGE`` lines gets
-    several messages, in order. A cold start makes a dozen changes per event: one message
-    per user rather than per line costs the client, the broker and consumers a tenth.
+    several messages, in order. A cold start makes a dozen changes per event: a message per
+    user rather than per line makes about a tenth as many messages to hand to the client,
+    store on the broker and read.
     """
     lines: defaultdict[str, list[bytes]] = defaultdict(list)
     kinds = [kind.encode() for kind in CHANGE_KINDS]
