@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from event_bodies import BASE, NOW, nested
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,17 +34,8 @@ from audience_manager.api.ingestion.validation import (
 )
 from audience_manager.processor.codec import WireEvent, encode_event
 
-NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
-BASE: dict[str, Any] = {"userId": "user123", "eventType": "purchase"}
-
-
-def nested(levels: int) -> dict[str, Any]:
-    value: dict[str, Any] = {"leaf": 1}
-    for _ in range(levels - 1):
-        value = {"child": value}
-    return value
 
 
 def exact_batch(body: bytes, content_type: str | None) -> list[tuple[str, bytes]] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from event_bodies import BASE, NOW, nested
 
 from audience_manager.api.ingestion.validation import (
     MAX_FUTURE_MS,
@@ -14,17 +15,6 @@ from audience_manager.api.ingestion.validation import (
     validate_event,
 )
 from audience_manager.processor.codec import WireEvent
-
-NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-BASE: dict[str, Any] = {"userId": "user123", "eventType": "purchase"}
-
-
-def nested(levels: int) -> dict[str, Any]:
-    """An object nesting ``levels`` objects, itself included."""
-    value: dict[str, Any] = {"leaf": 1}
-    for _ in range(levels - 1):
-        value = {"child": value}
-    return value
 
 
 def check(event: dict[str, Any], **kwargs: Any) -> tuple[WireEvent | None, list[Issue]]:
