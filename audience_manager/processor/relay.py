@@ -14,17 +14,18 @@ processor's.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from audience_manager.bus.base import BusError, EventBus
 from audience_manager.store import ChangeBlock, StateStore, StoreUnavailable
@@ -61,6 +62,15 @@ log = logging.getLogger(__name__)
 
 
 _encoder = msgspec.json.Encoder()
+#: Line numbers are written as a higher part and three digits from a table (000 to 999,
+#: or 0 to 999 when there is no higher part), not one number at a time.
+_THOUSAND = 1000
+_LOW = [b"%03d" % n for n in range(_THOUSAND)] + [b"%d" % n for n in range(_THOUSAND)]
+_LOW_PIECES = np.array(_LOW, dtype=object)
+_LOW_SIZES = np.array([len(piece) for piece in _LOW], dtype=np.int64)
+#: About how many bytes of messages are joined at once: a larger buffer costs more to
+#: allocate than to fill.
+_CHUNK = 1 << 20
 
 
 def change_messages(blocks: Sequence[tuple[int, ChangeBlock]]) -> tuple[list[str], list[bytes]]:
@@ -76,33 +86,82 @@ def change_messages(blocks: Sequence[tuple[int, ChangeBlock]]) -> tuple[list[str
     several messages, in order. A cold start makes a dozen changes per event: a message per
     user rather than per line makes about a tenth as many messages to hand to the client,
     store on the broker and read.
+
+    Lines are grouped by dense id, which names one user and is never given to another
+    (a user erased and seen again gets a larger one, so its messages stay in log order).
+    Each line is three pieces, the text up to ``"sequence":`` (one per segment, change and
+    time) and two for the number, all taken from tables by array indexing; the messages
+    are then cut from their joined pieces.
     """
-    lines: defaultdict[str, list[bytes]] = defaultdict(list)
-    kinds = [kind.encode() for kind in CHANGE_KINDS]
-    for first, block in blocks:
-        # Pieces encoded once per block, then one bytes formatting per line.
-        heads = [
-            b'{"segmentId":%b,"change":"%b","at":' % (_encoder.encode(segment), kind)
-            for segment in block.segments
+    blocks = [(first, block) for first, block in blocks if len(block)]
+    if not blocks:
+        return [], []
+    heads: list[bytes] = []  # '},{"segmentId":…,"sequence":' by segment, change and time
+    codes: list[npt.NDArray[np.int64]] = []
+    users: list[str] = []
+    for _, block in blocks:
+        at = block.at
+        if (at == at[0]).all():  # the usual block: one commit, one time
+            times, time_code = at[:1], np.zeros(len(block), np.int64)
+        else:
+            times, time_code = np.unique(at, return_inverse=True)
+        quoted = [_encoder.encode(segment) for segment in block.segments]
+        kinds = [kind.encode() for kind in CHANGE_KINDS]
+        segment_code = time_code * len(quoted) + block.segment
+        codes.append(len(heads) + segment_code * len(kinds) + block.kind)
+        heads.extend(
+            b'},{"segmentId":%b,"change":"%b","at":%d,"sequence":' % (segment, kind, time)
+            for time in times.tolist()
+            for segment in quoted
             for kind in kinds
-        ]
-        codes = (block.segment.astype(np.int64) * len(kinds) + block.kind).tolist()
-        numbers = range(first, first + len(block))
-        for user, code, at, number in zip(
-            block.user_ids, codes, block.at.tolist(), numbers, strict=True
-        ):
-            lines[user].append(b'%b%d,"sequence":%d}' % (heads[code], at, number))
-    keys = list(lines)
-    # One JSON string per user: JSON never holds a raw newline.
-    encoded = _encoder.encode_lines(keys).split(b"\n")[:-1]
-    out_keys: list[str] = []
+        )
+        users.extend(block.user_ids)
+    dense = np.concatenate([block.dense for _, block in blocks])
+    count = len(dense)
+    order = np.argsort(dense, kind="stable")  # each user's lines together, in log order
+    head = np.concatenate(codes)[order]
+    high, low = np.divmod(np.arange(blocks[0][0], blocks[0][0] + count)[order], _THOUSAND)
+    low += _THOUSAND * (high == 0)
+    lowest = int(high.min())
+    highs = [b"%d" % n if n else b"" for n in range(lowest, int(high.max()) + 1)]
+    high -= lowest
+    # A message starts at a user's first line and after every CHANGES_PER_MESSAGE.
+    sorted_dense = dense[order]
+    new_user = np.ones(count, bool)
+    np.not_equal(sorted_dense[1:], sorted_dense[:-1], out=new_user[1:])
+    user_starts = np.flatnonzero(new_user)
+    rank = np.arange(count) - np.repeat(user_starts, np.diff(user_starts, append=count))
+    starts = np.flatnonzero(rank % CHANGES_PER_MESSAGE == 0)
+    ends = np.append(starts[1:], count) - 1
+    keys = [users[line] for line in order[starts].tolist()]
+    openings = [
+        b'{"userId":%b,"changes":[' % quoted
+        for quoted in _encoder.encode_lines(keys).split(b"\n")[:-1]  # JSON holds no raw newline
+    ]
+    pieces = np.empty((count, 3), dtype=object)
+    pieces[:, 0] = np.array(heads, dtype=object)[head]
+    pieces[:, 1] = np.array(highs, dtype=object)[high]
+    pieces[:, 2] = _LOW_PIECES[low]
+    # A message's first line opens it (no "},"), its last closes it.
+    firsts = pieces[starts, 0].tolist()
+    pieces[starts, 0] = [start + line[2:] for start, line in zip(openings, firsts, strict=True)]
+    pieces[ends, 2] = [last + b"}]}" for last in pieces[ends, 2].tolist()]
+    sizes = np.array([len(piece) for piece in heads], np.int64)[head]
+    sizes += np.array([len(piece) for piece in highs], np.int64)[high]
+    sizes += _LOW_SIZES[low]
+    sizes[starts] += np.array([len(opening) for opening in openings], np.int64) - 2
+    sizes[ends] += 3
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    flat = pieces.ravel().tolist()
+    bounds = np.append(starts, count)
+    per_chunk = max(1, len(starts) * _CHUNK // int(offsets[-1]))
     values: list[bytes] = []
-    for key, quoted, changes in zip(keys, encoded, lines.values(), strict=True):
-        for start in range(0, len(changes), CHANGES_PER_MESSAGE):
-            out_keys.append(key)
-            part = b",".join(changes[start : start + CHANGES_PER_MESSAGE])
-            values.append(b'{"userId":%b,"changes":[%b]}' % (quoted, part))
-    return out_keys, values
+    for chunk_start in range(0, len(starts), per_chunk):
+        lines = bounds[chunk_start : chunk_start + per_chunk + 1]
+        joined = b"".join(flat[3 * int(lines[0]) : 3 * int(lines[-1])])
+        cuts = (offsets[lines] - offsets[lines[0]]).tolist()
+        values.extend([joined[a:b] for a, b in itertools.pairwise(cuts)])
+    return keys, values
 
 
 class ChangeRelay:

@@ -1,4 +1,7 @@
-"""The relay's messages: one per user, its lines in log order, every line once."""
+"""The relay's messages: one per user, its lines in log order, every line once.
+
+Lines carry dense ids as the store writes them: one per user (``drop`` lines: -1).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,9 @@ from audience_manager.store import ChangeBlock, ChangeRecord
 
 LINES = [
     ChangeRecord('seg "x"\n', 'u\u00e9"\\', 3, "enter", 10),
-    ChangeRecord("", "u2", -1, "erase", 11),
+    ChangeRecord("", "u2", 4, "erase", 11),
     ChangeRecord("s2", "u3", 5, "exit", 2**40),
-    ChangeRecord("s", "", 0, "drop", 0),
+    ChangeRecord("s", "", -1, "drop", 0),
     ChangeRecord("s2", 'u\u00e9"\\', 3, "exit", 12),
     ChangeRecord("s2", "u3", 5, "enter", 13),
 ]
@@ -47,7 +50,7 @@ def expected(first: int, lines: list[ChangeRecord]) -> list[dict[str, Any]]:
 
 def test_one_message_per_user_with_its_lines_in_order() -> None:
     keys, values = change_messages([(7, ChangeBlock.of(LINES))])
-    assert keys == ['u\u00e9"\\', "u2", "u3", ""]
+    assert sorted(keys) == sorted(['u\u00e9"\\', "u2", "u3", ""])
     found = lines_of(keys, values)
     assert sorted(found, key=lambda line: line["sequence"]) == expected(7, LINES)
     by_user: dict[str, list[int]] = {}
@@ -98,3 +101,24 @@ def test_a_large_block_matches_line_by_line_encoding() -> None:
 def test_no_lines_no_messages() -> None:
     assert change_messages([]) == ([], [])
     assert change_messages([(1, ChangeBlock.of([]))]) == ([], [])
+
+
+def test_line_numbers_around_thousands_and_large_ones() -> None:
+    lines = [ChangeRecord("s", f"u{i % 3}", i % 3, "enter", 5) for i in range(7)]
+    for first in (1, 995, 999_998, 10**12 - 3):
+        keys, values = change_messages([(first, ChangeBlock.of(lines))])
+        found = sorted(lines_of(keys, values), key=lambda line: line["sequence"])
+        assert found == expected(first, lines)
+
+
+def test_a_user_erased_and_seen_again_keeps_its_lines_in_log_order() -> None:
+    lines = [
+        ChangeRecord("s", "back", 2, "enter", 1),
+        ChangeRecord("", "back", 2, "erase", 2),
+        ChangeRecord("s", "other", 1, "enter", 2),
+        ChangeRecord("s", "back", 9, "enter", 3),  # a new dense id
+    ]
+    keys, values = change_messages([(1, ChangeBlock.of(lines))])
+    found = lines_of(keys, values)
+    assert [line["sequence"] for line in found if line["userId"] == "back"] == [1, 2, 4]
+    assert sorted(found, key=lambda line: line["sequence"]) == expected(1, lines)
