@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence, Set
+from collections.abc import Callable, Hashable, Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from audience_manager.engine.types import (
 )
 from audience_manager.membership import SegmentMembership, UserIds
 from audience_manager.rules.attributes import BUILTIN_ATTRIBUTES, ComputedAttribute
-from audience_manager.rules.compiler import AggregateSpec, CompiledRule, compile_rule
+from audience_manager.rules.compiler import AggregateSpec, CompiledRule, compile_rule, rule_shape
 from audience_manager.rules.deps import DependencyIndex, check_acyclic, evaluation_order
 from audience_manager.rules.explain import Explanation, explain
 from audience_manager.rules.model import Group
@@ -88,6 +88,7 @@ class Engine:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._reorder()  # and the rule shapes, which snapshots may predate
 
     # -- definitions ------------------------------------------------------------------
 
@@ -368,6 +369,7 @@ class Engine:
         # Segments reading the same things share the work (the extra rows of many segments
         # are one array: the batch's new users, or the rows due).
         unions: dict[tuple[tuple[str, ...], int], RowArray] = {}
+        results: dict[tuple[Hashable, int], tuple[RowArray, BoolArray]] = {}
         for segment_id in self._order:
             segment = self._segments[segment_id]
             if segment.compiled is None:
@@ -387,13 +389,18 @@ class Engine:
                 if cached is None:
                     cached = unions[shared] = union_rows(parts, universe)
                 rows = cached
-            held = segment.compiled.evaluate(context, rows)
-            new_changes, changed = self._commit(segment_id, rows, held, now)
+            # Segments of one rule shape over the same rows share the evaluation (and the
+            # times it changes by itself: timers are per row, the earliest wins).
+            shape = (self._shapes[segment_id], id(rows))
+            result = results.get(shape)
+            if result is None or result[0] is not rows:
+                result = results[shape] = (rows, segment.compiled.evaluate(context, rows))
+                if segment.compiled.relative:
+                    self._due.schedule(rows, segment.compiled.next_change(context, rows))
+            new_changes, changed = self._commit(segment_id, rows, result[1], now)
             changes.extend(new_changes)
             if len(changed):
                 touched["segment:" + segment_id] = changed
-            if segment.compiled.relative:
-                self._due.schedule(rows, segment.compiled.next_change(context, rows))
         return changes
 
     def _commit(
@@ -551,6 +558,9 @@ class Engine:
                 for k, s in self._segments.items()
             }
         )
+        self._shapes: dict[str, Hashable] = {
+            k: rule_shape(s.compiled.root) for k, s in self._segments.items() if s.compiled
+        }
 
     def _resolver(self, definition: SegmentDefinition) -> Callable[[str], str]:
         def resolve(reference: str) -> str:

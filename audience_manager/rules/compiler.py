@@ -10,7 +10,7 @@ it depends on, so an event re-evaluates only the segments it can affect.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -43,6 +43,7 @@ __all__ = [
     "compile_rule",
     "compile_where",
     "resolve_field",
+    "rule_shape",
 ]
 
 RowArray = npt.NDArray[np.int64]
@@ -211,6 +212,22 @@ class CompiledRule:
         for leaf in self.relative:
             due = np.minimum(due, leaf.predicate.next_change(ctx.vector(leaf.ref, rows), ctx.now))
         return due
+
+
+def rule_shape(node: Node) -> Hashable:
+    """What a compiled rule computes, leaving out where its parts sit in the rule: rules
+    of equal shape hold for the same rows (segments cloned from one another share it)."""
+    if isinstance(node, GroupNode):
+        return ("all" if node.match_all else "any", tuple(rule_shape(c) for c in node.children))
+    if isinstance(node, NotNode):
+        return ("not", rule_shape(node.child))
+    if isinstance(node, SegmentLeaf):
+        return ("segment", node.segment_id, node.positive)
+    if isinstance(node, Leaf):
+        ref = node.ref
+        spec = ref.aggregate.key if ref.aggregate is not None else None
+        return ("field", ref.source, ref.name, spec, node.predicate.condition.model_dump_json())
+    raise TypeError(f"not a rule node: {node!r}")
 
 
 def resolve_field(name: str, attributes: Collection[str]) -> FieldRef:

@@ -18,6 +18,7 @@ from audience_manager.rules.attributes import ComputedAttribute
 from audience_manager.rules.model import parse_rules
 
 T0 = 1_767_225_600_000
+HOUR = 3_600_000
 
 
 def purchases(*amounts: float, user: str = "u1") -> list[Event]:
@@ -170,3 +171,33 @@ def test_membership_changes_read_as_a_list_of_changes() -> None:
     assert changes[:2] == expected[:2]
     assert changes + MembershipChanges() == expected
     assert MembershipChanges() == []
+
+
+def test_segments_of_one_rule_share_its_evaluation_yet_keep_their_own_members() -> None:
+    clock = ManualClock(T0)
+    engine = Engine(clock)
+    recent = {
+        "match": "any",
+        "conditions": [
+            {"field": "lastSeen", "operator": "within_last", "value": "1h"},
+            {"field": "vip", "operator": "eq", "value": True},
+        ],
+    }
+    engine.upsert_segment(SegmentDefinition("a", "A", parse_rules(recent)))
+    engine.upsert_segment(SegmentDefinition("b", "B", parse_rules(recent)))
+    engine.apply([Event("u1", "visit", T0, {}), Event("u2", "visit", T0, {}, {"vip": True})])
+    # "c" is a clone that starts empty and backfills; a rule differing by one value is not.
+    engine.upsert_segment(SegmentDefinition("c", "C", parse_rules(recent)))
+    other = {"conditions": [{"field": "lastSeen", "operator": "within_last", "value": "2h"}]}
+    engine.upsert_segment(SegmentDefinition("d", "D", parse_rules(other)))
+    assert all(engine.members(s) == {"u1", "u2"} for s in "abcd")
+
+    clock.advance(HOUR + 1)
+    left = engine.advance(clock.now)
+    assert sorted((c.segment_id, c.user_id, c.change) for c in left) == [
+        (s, "u1", "exit") for s in "abc"
+    ]
+    assert all(engine.members(s) == {"u2"} for s in "abc")
+    assert engine.members("d") == {"u1", "u2"}
+    engine.apply([Event("u1", "visit", clock.now, {})])
+    assert all(engine.members(s) == {"u1", "u2"} for s in "abc")
