@@ -12,8 +12,8 @@ from audience_manager.engine import Event
 
 __all__ = [
     "ERASE",
+    "Command",
     "DecodedBatch",
-    "Item",
     "WireEvent",
     "dead_letter",
     "decode",
@@ -37,20 +37,22 @@ class WireEvent(msgspec.Struct, rename="camel", omit_defaults=True):
     command: str | None = None
 
 
-class Item(msgspec.Struct, frozen=True, gc=False):
-    """One decoded record: an event, or a command about a user."""
+class Command(msgspec.Struct, frozen=True, gc=False):
+    """A record that is a command about a user rather than an event."""
 
     user_id: str
-    event: Event | None = None
-    command: str | None = None
+    command: str
 
 
 @dataclass(slots=True)
 class DecodedBatch:
-    """The usable items of a poll and the poisonous records (key, dead-letter value)."""
+    """The usable items of a poll (events and commands, in log order) and the poisonous
+    records (key, dead-letter value). ``plain``: every item is an event without a
+    ``messageId``, so there is nothing to tell apart or look up."""
 
-    items: list[Item] = field(default_factory=list)
+    items: list[Event | Command] = field(default_factory=list)
     poison: list[tuple[str, bytes]] = field(default_factory=list)
+    plain: bool = False
 
 
 _decoder = msgspec.json.Decoder(WireEvent)
@@ -71,35 +73,45 @@ def encode_erase(user_id: str) -> bytes:
 def decode(records: list[Record]) -> DecodedBatch:
     """Decode a poll; records that cannot be events become dead letters with the reason."""
     batch = DecodedBatch()
+    values = [record.value for record in records]
+    # The usual poll holds events alone: one look over all of them, one call per value.
+    joined = b"\n".join(values)
+    if b'"command"' not in joined:
+        try:
+            batch.items = list(map(_event_decoder.decode, values))
+        except msgspec.DecodeError:
+            pass  # decoded one by one below, for the reasons
+        else:
+            batch.plain = b'"messageId"' not in joined
+            return batch
     items = batch.items
     decode_event = _event_decoder.decode
     for record in records:
         value = record.value
-        if b'"command"' not in value:  # the common case: an event, decoded in one step
+        if b'"command"' not in value:  # an event, decoded in one step
             try:
-                event = decode_event(value)
+                items.append(decode_event(value))
+                continue
             except msgspec.DecodeError:
                 pass  # decoded again below, for the reason
-            else:
-                items.append(Item(event.user_id, event=event))
-                continue
         try:
             wire = _decoder.decode(value)
         except msgspec.DecodeError as exc:
             batch.poison.append((record.key, _dead_letter(record, f"undecodable: {exc}")))
             continue
         if wire.command is not None:
-            batch.items.append(Item(wire.user_id, command=wire.command))
+            items.append(Command(wire.user_id, wire.command))
             continue
-        event = Event(
-            user_id=wire.user_id,
-            event_type=wire.event_type,
-            timestamp=wire.timestamp,
-            properties=wire.properties,
-            traits=wire.traits,
-            message_id=wire.message_id,
+        items.append(
+            Event(
+                user_id=wire.user_id,
+                event_type=wire.event_type,
+                timestamp=wire.timestamp,
+                properties=wire.properties,
+                traits=wire.traits,
+                message_id=wire.message_id,
+            )
         )
-        batch.items.append(Item(wire.user_id, event=event))
     return batch
 
 

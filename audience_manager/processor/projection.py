@@ -15,7 +15,7 @@ from audience_manager.engine import ChangeRun, Engine, MembershipChange, Members
 from audience_manager.engine.documents import encode_profiles, row_records
 from audience_manager.membership import IdSpace
 from audience_manager.store import ChangeBlock, ProfileWrite, StateCommit
-from audience_manager.store.base import CHANGE_KINDS
+from audience_manager.store.base import CHANGE_KINDS, DenseIds
 
 __all__ = ["build_commit", "merge_commits"]
 
@@ -110,15 +110,15 @@ def _gone(engine: Engine, rows: Rows) -> npt.NDArray[np.bool_]:
 
 def _final_state(
     final: dict[str, list[tuple[Rows, bool]]],
-) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+) -> tuple[dict[str, DenseIds], dict[str, DenseIds]]:
     """Enters and exits per segment: a user may leave and re-enter within one batch, and
     the last change is the state."""
-    enters: dict[str, list[int]] = {}
-    exits: dict[str, list[int]] = {}
+    enters: dict[str, DenseIds] = {}
+    exits: dict[str, DenseIds] = {}
     for segment_id, parts in final.items():
         if len(parts) == 1:
             dense, entered = parts[0]
-            (enters if entered else exits)[segment_id] = dense.tolist()
+            (enters if entered else exits)[segment_id] = dense
             continue
         every = np.concatenate([dense for dense, _ in parts])
         flags = np.concatenate([np.full(len(dense), entered) for dense, entered in parts])
@@ -127,9 +127,9 @@ def _final_state(
         last = len(every) - 1 - first
         ids, held = every[last], flags[last]
         if held.any():
-            enters[segment_id] = ids[held].tolist()
+            enters[segment_id] = ids[held]
         if not held.all():
-            exits[segment_id] = ids[~held].tolist()
+            exits[segment_id] = ids[~held]
     return enters, exits
 
 
@@ -184,17 +184,21 @@ def merge_commits(commits: Sequence[StateCommit]) -> StateCommit:
         return commits[0]
     merged = StateCommit(positions={}, now=max(c.now for c in commits))
     blocks: list[ChangeBlock] = []
+    enters: dict[str, list[Rows]] = {}
+    exits: dict[str, list[Rows]] = {}
     for commit in commits:
         if commit.replaced or commit.dropped:
             raise ValueError("replacements and drops are committed on their own")
         merged.positions.update(commit.positions)
         merged.profiles.extend(commit.profiles)
-        for mine, theirs in ((merged.enters, commit.enters), (merged.exits, commit.exits)):
+        for mine, theirs in ((enters, commit.enters), (exits, commit.exits)):
             for segment_id, dense in theirs.items():
-                mine.setdefault(segment_id, []).extend(dense)
+                mine.setdefault(segment_id, []).append(np.asarray(dense, np.int64))
         merged.applied += commit.applied
         changes = commit.changes
         blocks.append(changes if isinstance(changes, ChangeBlock) else ChangeBlock.of(changes))
+    merged.enters = {s: np.concatenate(parts) for s, parts in enters.items()}
+    merged.exits = {s: np.concatenate(parts) for s, parts in exits.items()}
     merged.profiles.sort(key=lambda p: p.dense)
     merged.changes = ChangeBlock.concat(blocks)
     return merged

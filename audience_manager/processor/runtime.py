@@ -20,12 +20,14 @@ committed are replayed at their journaled engine time and write nothing
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 from audience_manager.bus.base import Consumer, EventBus, Record
@@ -48,6 +50,8 @@ DEAD_LETTER = "dead-letter"
 #: How long a replay waits for records the journal says the log has (seconds).
 REPLAY_PATIENCE = 30.0
 log = logging.getLogger(__name__)
+_LOG_ORDER = attrgetter("partition", "offset")
+_PARTITION = attrgetter("partition")
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,12 +354,13 @@ class Processor:
     def _apply(self, records: list[Record], now: int) -> int:
         # One fixed order, whatever the polls interleaved: a replay of the same records
         # then assigns the same dense user ids as the first run did.
-        records = sorted(records, key=lambda r: (r.partition, r.offset))
+        records = sorted(records, key=_LOG_ORDER)
         by_task: dict[int, list[Record]] = {id(t): [] for t in self.held()}
-        for record in records:
-            task = self.tasks.get(record.partition)
-            if task is not None and record.offset >= task.positions[record.partition]:
-                by_task[id(task)].append(record)  # not one of a partition just handed back
+        for partition, run in itertools.groupby(records, key=_PARTITION):
+            task = self.tasks.get(partition)
+            if task is not None:  # not a partition just handed back
+                start = task.positions[partition]
+                by_task[id(task)].extend(r for r in run if r.offset >= start)
         commits: list[StateCommit] = []
         poison: list[tuple[str, bytes]] = []
         base: dict[int, int] = {}

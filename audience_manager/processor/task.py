@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
+from typing import cast
 
 from audience_manager.bus.base import EventBus, Record
 from audience_manager.engine import Engine, Event, MembershipChanges
 from audience_manager.engine.snapshot import latest_snapshot, load_snapshot, save_snapshot
 from audience_manager.membership import IdSpace
-from audience_manager.processor.codec import ERASE, dead_letter, decode
+from audience_manager.processor.codec import ERASE, Command, dead_letter, decode
 from audience_manager.processor.definitions import DefinitionSync
 from audience_manager.processor.projection import build_commit
 from audience_manager.store import StateCommit
@@ -25,6 +27,7 @@ __all__ = ["Outcome", "Task"]
 
 #: How many recent messageIds a task remembers to drop duplicates.
 MESSAGE_MEMORY = 1_000_000
+_USER_ID = attrgetter("user_id")
 
 
 @dataclass(slots=True)
@@ -95,22 +98,26 @@ class Task:
             if pending:
                 result = engine.apply(pending, now=now)
                 outcome.changes.extend(result.changes)
-                outcome.users.update(e.user_id for e in pending)
+                outcome.users.update(map(_USER_ID, pending))
                 for rejection in result.rejected:
                     event = pending[rejection.index]
                     outcome.poison.append((event.user_id, dead_letter(event, rejection.reason)))
                 pending.clear()
 
-        for item in batch.items:
-            if item.command == ERASE:
-                flush()  # the user's earlier events first, then the erasure
-                dense = engine.ids.get(item.user_id)
-                if dense is not None:
-                    outcome.changes.extend(engine.delete_user(item.user_id))
-                    outcome.erased.append((self.space.to_store(dense), item.user_id))
-                    outcome.users.discard(item.user_id)
-            elif item.event is not None and not self._duplicate(item.event):
-                pending.append(item.event)
+        if batch.plain:  # events alone, none with a messageId
+            pending.extend(cast("list[Event]", batch.items))
+        else:
+            for item in batch.items:
+                if not isinstance(item, Command):
+                    if not self._duplicate(item):
+                        pending.append(item)
+                elif item.command == ERASE:
+                    flush()  # the user's earlier events first, then the erasure
+                    dense = engine.ids.get(item.user_id)
+                    if dense is not None:
+                        outcome.changes.extend(engine.delete_user(item.user_id))
+                        outcome.erased.append((self.space.to_store(dense), item.user_id))
+                        outcome.users.discard(item.user_id)
         flush()
         outcome.changes.extend(engine.advance(now))
         outcome.users.update(engine.drain_expired())
@@ -164,6 +171,6 @@ class Task:
                     if all(reached.get(p, 0) >= o for p, o in self.positions.items()):
                         return
                     continue  # records still on their way from the log
-                yield [i.event for i in decode(records).items if i.event is not None]
+                yield [i for i in decode(records).items if isinstance(i, Event)]
         finally:
             reader.close()

@@ -21,6 +21,7 @@ __all__ = [
     "CHANGE_KINDS",
     "ChangeBlock",
     "ChangeRecord",
+    "DenseIds",
     "Fenced",
     "JournalEntry",
     "ProfileWrite",
@@ -67,6 +68,10 @@ class JournalEntry:
     now: int
 
 
+#: Dense ids of users: a list, or an array (as the processor hands over many at once).
+DenseIds = list[int] | npt.NDArray[np.int64]
+
+
 @dataclass(slots=True)
 class StateCommit:
     """Everything one processor batch changed, committed atomically.
@@ -82,8 +87,8 @@ class StateCommit:
     positions: dict[int, int]
     now: int
     profiles: list[ProfileWrite] = field(default_factory=list)
-    enters: dict[str, list[int]] = field(default_factory=dict)
-    exits: dict[str, list[int]] = field(default_factory=dict)
+    enters: dict[str, DenseIds] = field(default_factory=dict)
+    exits: dict[str, DenseIds] = field(default_factory=dict)
     replaced: dict[str, list[int]] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     applied: int = 0

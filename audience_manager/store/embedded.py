@@ -27,6 +27,7 @@ from pyroaring import BitMap
 from audience_manager.store.base import (
     ChangeBlock,
     ChangeRecord,
+    DenseIds,
     JournalEntry,
     StateCommit,
     StateStore,
@@ -112,7 +113,7 @@ class _Chunks:
             del self.loaded[key], self.before[key]
             self.dirty.discard(key)
 
-    def change(self, segment_id: str, dense: Sequence[int], add: bool) -> None:
+    def change(self, segment_id: str, dense: DenseIds, add: bool) -> None:
         ids = np.asarray(dense, dtype=np.int64)
         if not len(ids):
             return

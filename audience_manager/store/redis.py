@@ -85,6 +85,7 @@ from valkey.retry import Retry
 
 from audience_manager.store.base import (
     ChangeBlock,
+    DenseIds,
     JournalEntry,
     ProfileWrite,
     StateCommit,
@@ -211,18 +212,27 @@ def _redacted(url: str) -> str:
     return f"{parts.scheme}://{user}{host}{parts.path}"
 
 
-def _checked(ids: Iterable[int]) -> list[int]:
-    """``ids`` as a list, all valid bitmap offsets (a bad one would fail inside EXEC)."""
+def _checked(ids: Iterable[int] | npt.NDArray[np.int64]) -> list[int] | npt.NDArray[np.int64]:
+    """``ids`` as a list (an array stays one), all valid bitmap offsets (a bad one would
+    fail inside EXEC)."""
+    if isinstance(ids, np.ndarray):
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= 1 << 32):
+            raise ValueError("dense ids must be in [0, 2**32)")
+        return ids
     ids = list(ids)
     if ids and (min(ids) < 0 or max(ids) >= 1 << 32):
         raise ValueError("dense ids must be in [0, 2**32)")
     return ids
 
 
-def _bitfields(ids: Iterable[int], value: bytes | None) -> list[list[bytes]]:
+def _bitfields(
+    ids: Iterable[int] | npt.NDArray[np.int64], value: bytes | None
+) -> list[list[bytes]]:
     """``BITFIELD`` arguments setting the bit of every id to ``value`` (getting it for None),
     a few hundred operations a call: the server grows its list of operations one at a time,
     so longer calls cost more per operation."""
+    if isinstance(ids, np.ndarray):
+        ids = ids.tolist()
     ops = [
         (b"GET", b"u1", b"%d" % d) if value is None else (b"SET", b"u1", b"%d" % d, value)
         for d in ids
@@ -241,7 +251,7 @@ class _Patch:
     exited: npt.NDArray[np.int64]
 
     @classmethod
-    def of(cls, entered: Sequence[int], exited: Sequence[int]) -> _Patch | None:
+    def of(cls, entered: DenseIds, exited: DenseIds) -> _Patch | None:
         """The patch of a segment's changes, None where BITFIELD costs less."""
         ins, outs = np.asarray(entered, np.int64), np.asarray(exited, np.int64)
         both = np.concatenate((ins, outs))
@@ -266,7 +276,7 @@ class _Patch:
         return np.packbits(bits, bitorder="big").tobytes()
 
 
-def _bitmap_of(ids: Sequence[int]) -> tuple[bytes, int]:
+def _bitmap_of(ids: DenseIds) -> tuple[bytes, int]:
     """A Redis bitmap string with the bits of ``ids`` set, and how many there are."""
     unique = np.unique(np.asarray(ids, np.int64))
     if not len(unique):
@@ -336,7 +346,7 @@ class _Writes:
             (segment_id, _bitfields(checked, value))
             for value, changes in ((b"1", commit.enters), (b"0", commit.exits))
             for segment_id, ids in changes.items()
-            if segment_id not in patches and (checked := _checked(ids))
+            if segment_id not in patches and len(checked := _checked(ids))
         ]
         dense = np.fromiter((p.dense for p in written), np.int64, len(written))
         return cls(written, dense, erased, profiles, replaced, flips, patches)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pytest
 import valkey
 from services.valkey_cluster import ValkeyCluster
@@ -22,6 +23,7 @@ from audience_manager.store import (
     StateCommit,
     StateStore,
 )
+from audience_manager.store.base import DenseIds
 from audience_manager.store.redis import RedisStateStore
 
 BACKENDS = ["embedded", "redis", "redis-cluster", "redis-tls"]
@@ -167,19 +169,25 @@ def test_erasing_many_users_at_once(store: StateStore) -> None:
     assert sorted(store.users()) == left
 
 
-def test_dense_and_sparse_changes_in_one_commit_with_an_erasure(store: StateStore) -> None:
+@pytest.mark.parametrize("form", ["lists", "arrays"])
+def test_dense_and_sparse_changes_in_one_commit_with_an_erasure(
+    store: StateStore, form: str
+) -> None:
     # Segments whose changes are close together and segments whose changes are far apart,
-    # entering and leaving in one commit while a member is erased.
+    # entering and leaving in one commit while a member is erased; the processor hands
+    # over arrays of dense ids, other writers lists.
+    def ids(changes: dict[str, list[int]]) -> dict[str, DenseIds]:
+        if form == "lists":
+            return dict(changes)
+        return {s: np.array(dense, np.int64) for s, dense in changes.items()}
+
     users = [(d, f"u{d}") for d in [*range(0, 2_000), 100_000, 900_001]]
     dense = [d for d, _ in users]
-    store.commit(
-        StateCommit(
-            {0: 1}, 1, profiles(*users), enters={"close": dense[:1_500], "far": [5, 900_001]}
-        )
-    )
+    first = ids({"close": dense[:1_500], "far": [5, 900_001]})
+    store.commit(StateCommit({0: 1}, 1, profiles(*users), enters=first))
     erased = ProfileWrite(7, "u7", None)
-    entered = {"close": list(range(1_500, 2_000)), "far": [100_000], "new": dense[::3]}
-    exited = {"close": list(range(0, 1_500, 2)), "far": [5], "new": [900_001]}
+    entered = ids({"close": list(range(1_500, 2_000)), "far": [100_000], "new": dense[::3]})
+    exited = ids({"close": list(range(0, 1_500, 2)), "far": [5], "new": [900_001]})
     store.commit(StateCommit({0: 2}, 2, [erased], enters=entered, exits=exited))
     expected = {
         "close": sorted({*range(1, 1_500, 2), *range(1_500, 2_000)} - {7}),
