@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -245,30 +246,38 @@ class KafkaConsumer(Consumer):
     def _take(self, messages: list[Message]) -> None:
         """Buffer fetched records; raise the first error among them after keeping the rest."""
         failure: BusError | None = None
-        for message in messages:
+        errors = [m for m in messages if m.error() is not None]
+        for message in errors:
             error = message.error()
-            partition = message.partition() or 0
-            if error is not None:
-                if error.code() in _OUT_OF_RANGE:
-                    failure = failure or OffsetOutOfRange(
-                        f"{self._topic}/{partition}: position outside the retained offsets "
-                        f"({error.str()})"
-                    )
-                elif error.code() != KafkaError._PARTITION_EOF:
-                    failure = failure or BusUnavailable(f"cannot read {self._topic}: {error.str()}")
+            if error is None:
                 continue
+            if error.code() in _OUT_OF_RANGE:
+                failure = failure or OffsetOutOfRange(
+                    f"{self._topic}/{message.partition() or 0}: position outside the "
+                    f"retained offsets ({error.str()})"
+                )
+            elif error.code() != KafkaError._PARTITION_EOF:
+                failure = failure or BusUnavailable(f"cannot read {self._topic}: {error.str()}")
+        if errors:
+            messages = [m for m in messages if m.error() is None]
+        topic = self._topic
+        # A fetch hands over runs of one partition's messages.
+        for at, run in itertools.groupby(messages, key=Message.partition):
+            partition = at or 0
             if partition not in self._positions:
                 continue  # revoked or unassigned meanwhile
-            key = message.key()
-            self._buffers.setdefault(partition, []).append(
-                Record(
-                    self._topic,
-                    partition,
-                    message.offset() or 0,
-                    key.decode() if key is not None else "",
-                    message.value() or b"",
-                    message.timestamp()[1],
-                )
+            self._buffers.setdefault(partition, []).extend(
+                [
+                    Record(
+                        topic,
+                        partition,
+                        m.offset() or 0,
+                        key.decode() if (key := m.key()) is not None else "",
+                        m.value() or b"",
+                        m.timestamp()[1],
+                    )
+                    for m in run
+                ]
             )
         if failure is not None:
             raise failure

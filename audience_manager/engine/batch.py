@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,9 @@ import numpy as np
 from audience_manager.engine.columns import RowArray, distinct
 from audience_manager.engine.events import Event
 from audience_manager.rules.checks import EVENT_TYPE
+
+_PROPERTIES, _TRAITS = attrgetter("properties"), attrgetter("traits")
+_OBJECT, _OBJECT_OR_NONE = {dict}, {dict, type(None)}
 
 __all__ = ["Batch", "invalid_reason", "union_rows"]
 
@@ -36,17 +40,26 @@ class Batch:
         self.type_codes: dict[str, int] = {}
         self.codes: list[int] = []
 
-    def plainly_valid(self, known: set[str]) -> bool:
-        """True when every event has a known type, a sane user id and time."""
+    def plainly_valid(self, known: set[str], remember: int = 100_000) -> bool:
+        """True when every event has a valid type, a sane user id and time. ``known``:
+        types already checked, to which valid new ones are added while it holds fewer than
+        ``remember``."""
         codes = self.type_codes
         setdefault = codes.setdefault
         try:
             self.codes = [setdefault(t, len(codes)) for t in self.types]
         except TypeError:  # an unhashable event type
             return False
+        new = codes.keys() - known
+        if not all(isinstance(t, str) and EVENT_TYPE.fullmatch(t) for t in new):
+            return False
+        if len(known) < remember:
+            known.update(new)
         lengths = list(map(len, self.user_ids)) if set(map(type, self.user_ids)) == {str} else [0]
+        events = self.events
         return (
-            codes.keys() <= known
+            set(map(type, map(_PROPERTIES, events))) <= _OBJECT
+            and set(map(type, map(_TRAITS, events))) <= _OBJECT_OR_NONE
             and min(lengths, default=1) > 0
             and max(lengths, default=0) <= 256
             and set(map(type, self.stamps)) <= {int}

@@ -12,6 +12,8 @@ from audience_manager.rules.values import BoolArray, ValueVector
 
 __all__ = ["EventFrame", "numbers", "property_values"]
 
+_NUMBER_TYPES = {int, float}
+
 
 def property_values(properties: list[dict[str, Any]], path: str) -> list[Any]:
     """The value at a dotted ``path`` of each properties object (None where absent)."""
@@ -31,6 +33,8 @@ def property_values(properties: list[dict[str, Any]], path: str) -> list[Any]:
 
 def numbers(values: list[Any]) -> tuple[npt.NDArray[np.float64], BoolArray]:
     """Numeric values as float64 with a mask of which were numbers (bools are not)."""
+    if set(map(type, values)) <= _NUMBER_TYPES:  # the usual column: numbers alone
+        return np.array(values, dtype=np.float64), np.ones(len(values), dtype=np.bool_)
     num = np.zeros(len(values), dtype=np.float64)
     ok = np.zeros(len(values), dtype=np.bool_)
     for i, value in enumerate(values):

@@ -28,6 +28,7 @@ __all__ = ["Outcome", "Task"]
 #: How many recent messageIds a task remembers to drop duplicates.
 MESSAGE_MEMORY = 1_000_000
 _USER_ID = attrgetter("user_id")
+_PARTITION, _OFFSET = attrgetter("partition"), attrgetter("offset")
 
 
 @dataclass(slots=True)
@@ -121,8 +122,10 @@ class Task:
         flush()
         outcome.changes.extend(engine.advance(now))
         outcome.users.update(engine.drain_expired())
-        for record in records:
-            self.positions[record.partition] = record.offset + 1
+        # The last record of each partition is its furthest (records come in log order).
+        last = dict(zip(map(_PARTITION, records), map(_OFFSET, records), strict=True))
+        for partition, offset in last.items():
+            self.positions[partition] = offset + 1
         return outcome
 
     def commit(self, outcome: Outcome) -> StateCommit:

@@ -1431,15 +1431,20 @@ MALFORMED: list[Any] = [
 ]
 
 
+@pytest.mark.parametrize("seen", [False, True], ids=["new types", "types seen before"])
 @pytest.mark.parametrize("malformed", MALFORMED)
-def test_a_malformed_event_is_rejected_between_valid_ones(engine: Engine, malformed: Event) -> None:
+def test_a_malformed_event_is_rejected_between_valid_ones(
+    engine: Engine, malformed: Event, seen: bool
+) -> None:
     define(engine, "buyers", {"event": "purchase"})
+    if seen:
+        engine.apply([Event("z", "purchase", T0, {}, {"plan": "free"})])
 
     result = engine.apply([purchase("a"), malformed, purchase("c")])
 
     assert [r.index for r in result.rejected] == [1]
     assert result.rejected[0].reason
-    assert engine.members("buyers") == {"a", "c"}
+    assert engine.members("buyers") == {"a", "c", "z"} if seen else {"a", "c"}
     assert engine.profile("b") is None
 
 
