@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from audience_manager.engine import ChangeRun, Engine, MembershipChange, MembershipChanges
-from audience_manager.engine.documents import encode_profiles, row_records
+from audience_manager.engine.documents import encoded_rows
 from audience_manager.membership import IdSpace
 from audience_manager.store import ChangeBlock, ProfileWrite, StateCommit
 from audience_manager.store.base import CHANGE_KINDS, DenseIds
@@ -152,7 +152,7 @@ def _profiles(
     rows = np.flatnonzero(chosen)
     if not len(rows):
         return []
-    docs = encode_profiles(row_records(engine, rows))
+    docs = encoded_rows(engine, rows)
     stride, offset = space
     dense = (rows * stride + offset).tolist()
     return list(map(ProfileWrite, dense, ids.user_ids(rows), docs))

@@ -14,6 +14,7 @@ from audience_manager.engine import (
     MembershipChanges,
     SegmentDefinition,
 )
+from audience_manager.engine.documents import encode_profiles, encoded_rows, row_records
 from audience_manager.rules.attributes import ComputedAttribute
 from audience_manager.rules.model import parse_rules
 
@@ -201,3 +202,22 @@ def test_segments_of_one_rule_share_its_evaluation_yet_keep_their_own_members() 
     assert engine.members("d") == {"u1", "u2"}
     engine.apply([Event("u1", "visit", clock.now, {})])
     assert all(engine.members(s) == {"u1", "u2"} for s in "abc")
+
+
+def test_profiles_encoded_in_bulk_equal_their_records_encoded() -> None:
+    engine = Engine(ManualClock(T0))
+    engine.upsert_attribute(
+        ComputedAttribute(
+            name="top_amount", event_type="purchase", aggregate="max", property="amount"
+        )
+    )
+    engine.apply(
+        [
+            *purchases(10, 2.5),
+            Event("u2", "identify", T0 - 5, {}, {"plan": "pro", "tags": ["a", {"b": None}]}),
+            Event("u3", "purchase", T0, {"amount": "not a number"}),
+        ]
+    )
+    rows = np.arange(3, dtype=np.int64)
+    assert encoded_rows(engine, rows) == encode_profiles(row_records(engine, rows))
+    assert encoded_rows(engine, rows[:0]) == []
