@@ -88,7 +88,9 @@ def change_messages(blocks: Sequence[tuple[int, ChangeBlock]]) -> tuple[list[str
     store on the broker and read.
 
     Lines are grouped by dense id, which names one user and is never given to another
-    (a user erased and seen again gets a larger one, so its messages stay in log order).
+    (a user erased and seen again gets a larger one, so its messages stay in log order);
+    ``drop`` lines have none (-1). Should a user's line come without its id (-1), the
+    lines are grouped by user id instead, users in the order they first appear.
     Each line is three pieces, the text up to ``"sequence":`` (one per segment, change and
     time) and two for the number, all taken from tables by array indexing; the messages
     are then cut from their joined pieces.
@@ -116,9 +118,14 @@ def change_messages(blocks: Sequence[tuple[int, ChangeBlock]]) -> tuple[list[str
             for kind in kinds
         )
         users.extend(block.user_ids)
-    dense = np.concatenate([block.dense for _, block in blocks])
-    count = len(dense)
-    order = np.argsort(dense, kind="stable")  # each user's lines together, in log order
+    group = np.concatenate([block.dense for _, block in blocks])
+    count = len(group)
+    if any(users[line] for line in np.flatnonzero(group < 0).tolist()):
+        first_seen: dict[str, int] = {}
+        group = np.fromiter(
+            (first_seen.setdefault(user, len(first_seen)) for user in users), np.int64, count
+        )
+    order = np.argsort(group, kind="stable")  # each user's lines together, in log order
     head = np.concatenate(codes)[order]
     high, low = np.divmod(np.arange(blocks[0][0], blocks[0][0] + count)[order], _THOUSAND)
     low += _THOUSAND * (high == 0)
@@ -126,9 +133,9 @@ def change_messages(blocks: Sequence[tuple[int, ChangeBlock]]) -> tuple[list[str
     highs = [b"%d" % n if n else b"" for n in range(lowest, int(high.max()) + 1)]
     high -= lowest
     # A message starts at a user's first line and after every CHANGES_PER_MESSAGE.
-    sorted_dense = dense[order]
+    sorted_group = group[order]
     new_user = np.ones(count, bool)
-    np.not_equal(sorted_dense[1:], sorted_dense[:-1], out=new_user[1:])
+    np.not_equal(sorted_group[1:], sorted_group[:-1], out=new_user[1:])
     user_starts = np.flatnonzero(new_user)
     rank = np.arange(count) - np.repeat(user_starts, np.diff(user_starts, append=count))
     starts = np.flatnonzero(rank % CHANGES_PER_MESSAGE == 0)

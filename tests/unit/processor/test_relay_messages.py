@@ -122,3 +122,17 @@ def test_a_user_erased_and_seen_again_keeps_its_lines_in_log_order() -> None:
     found = lines_of(keys, values)
     assert [line["sequence"] for line in found if line["userId"] == "back"] == [1, 2, 4]
     assert sorted(found, key=lambda line: line["sequence"]) == expected(1, lines)
+
+
+def test_a_line_without_the_users_dense_id_joins_the_users_messages_in_log_order() -> None:
+    lines = [
+        ChangeRecord("s", "gone", 4, "enter", 1),
+        ChangeRecord("s", "", -1, "drop", 2),
+        ChangeRecord("t", "kept", 5, "enter", 2),
+        ChangeRecord("t", "gone", -1, "exit", 3),  # the user was forgotten meanwhile
+    ]
+    keys, values = change_messages([(1, ChangeBlock.of(lines))])
+    assert keys == ["gone", "", "kept"]
+    found = lines_of(keys, values)
+    assert [line["sequence"] for line in found] == [1, 4, 2, 3]
+    assert sorted(found, key=lambda line: line["sequence"]) == expected(1, lines)
