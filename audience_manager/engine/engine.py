@@ -65,6 +65,7 @@ class Engine:
         self.aggregates: dict[str, Aggregate] = {}
         self._owners: dict[str, set[str]] = {}
         self._segments: dict[str, _Segment] = {}
+        self._shapes: dict[str, Hashable] = {}  # of each rule (see ``_reevaluate``)
         self._names: dict[str, str] = {}
         self._order: list[str] = []
         self._index = DependencyIndex()
@@ -84,11 +85,15 @@ class Engine:
         # The clock is the caller's; a restored engine is given a new one.
         state = dict(self.__dict__)
         state["clock"] = None
+        state.pop("_shapes", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._reorder()  # and the rule shapes, which snapshots may predate
+        # Rule shapes are not kept in snapshots (older ones have none).
+        self._shapes = {
+            k: rule_shape(s.compiled.root) for k, s in self._segments.items() if s.compiled
+        }
 
     # -- definitions ------------------------------------------------------------------
 
@@ -145,6 +150,9 @@ class Engine:
         self._disown("segment:" + definition.id, keep=kept)
         member = old.member if old is not None else BitColumn()
         self._segments[definition.id] = _Segment(definition, compiled, member)
+        self._shapes.pop(definition.id, None)
+        if compiled is not None:
+            self._shapes[definition.id] = rule_shape(compiled.root)
         self._names[definition.name] = definition.id
         self.membership.ensure_segment(definition.id)
         if compiled is not None:
@@ -192,6 +200,7 @@ class Engine:
     def remove_segment(self, segment_id: str) -> None:
         """Forget a segment (segments referencing it must be changed first)."""
         segment = self._segments.pop(segment_id)
+        self._shapes.pop(segment_id, None)
         self._names.pop(segment.definition.name, None)
         self._index.remove(segment_id)
         self._disown("segment:" + segment_id)
@@ -558,9 +567,6 @@ class Engine:
                 for k, s in self._segments.items()
             }
         )
-        self._shapes: dict[str, Hashable] = {
-            k: rule_shape(s.compiled.root) for k, s in self._segments.items() if s.compiled
-        }
 
     def _resolver(self, definition: SegmentDefinition) -> Callable[[str], str]:
         def resolve(reference: str) -> str:

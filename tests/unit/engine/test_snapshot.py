@@ -34,6 +34,7 @@ RULES = {
         ]
     },
 }
+RULES["recent again"] = RULES["recent"]  # a clone shares the evaluation, before and after
 
 
 def build(clock: ManualClock) -> Engine:
