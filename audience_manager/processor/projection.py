@@ -174,6 +174,7 @@ def _block(
         dense=np.concatenate([c[1] for c in columns]),
         kind=np.repeat(np.array([c[3] for c in columns], np.int8), sizes),
         at=np.repeat(np.array([c[4] for c in columns], np.int64), sizes),
+        keyed=True,  # the engine's dense ids, each naming one user
     )
 
 

@@ -132,6 +132,10 @@ class ChangeBlock:
 
     The processor writes a batch's changes as one block without an object per line, and
     readers turn only the lines they take into :class:`ChangeRecord`.
+
+    ``keyed``: every dense id of the block (other than -1) names one user id, as the
+    engine's do (they are never given to another user); the block is then stored with
+    each user once, found by dense id.
     """
 
     segments: list[str]
@@ -140,6 +144,7 @@ class ChangeBlock:
     dense: npt.NDArray[np.int64]
     kind: npt.NDArray[np.int8]
     at: npt.NDArray[np.int64]
+    keyed: bool = False
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -180,6 +185,7 @@ class ChangeBlock:
             dense=np.concatenate([b.dense for b in blocks]).astype(np.int64),
             kind=np.concatenate([b.kind for b in blocks]).astype(np.int8),
             at=np.concatenate([b.at for b in blocks]).astype(np.int64),
+            keyed=all(block.keyed for block in blocks),
         )
 
     def slice(self, start: int, stop: int) -> ChangeBlock:
@@ -193,6 +199,7 @@ class ChangeBlock:
             self.dense[start:stop],
             self.kind[start:stop],
             self.at[start:stop],
+            self.keyed,
         )
 
     def records(self, start: int = 0, stop: int | None = None) -> list[ChangeRecord]:
