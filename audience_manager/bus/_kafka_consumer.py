@@ -246,11 +246,8 @@ class KafkaConsumer(Consumer):
     def _take(self, messages: list[Message]) -> None:
         """Buffer fetched records; raise the first error among them after keeping the rest."""
         failure: BusError | None = None
-        errors = [m for m in messages if m.error() is not None]
-        for message in errors:
-            error = message.error()
-            if error is None:
-                continue
+        errors = [(m, error) for m in messages if (error := m.error()) is not None]
+        for message, error in errors:
             if error.code() in _OUT_OF_RANGE:
                 failure = failure or OffsetOutOfRange(
                     f"{self._topic}/{message.partition() or 0}: position outside the "

@@ -103,9 +103,8 @@ def encoded_rows(engine: Engine, rows: npt.NDArray[np.int64]) -> list[bytes]:
         return []
     names, columns, traits, first, last = _row_columns(engine, rows)
     attributes = list(map(_attributes_type(tuple(names)), *columns)) if names else repeat({})
-    return _encoder.encode_lines(list(map(_Encoded, traits, attributes, first, last))).split(b"\n")[
-        :-1
-    ]  # JSON holds no raw newline
+    lines = _encoder.encode_lines(list(map(_Encoded, traits, attributes, first, last)))
+    return lines.split(b"\n")[:-1]  # JSON holds no raw newline
 
 
 class _Encoded(msgspec.Struct, array_like=True, gc=False):

@@ -401,8 +401,9 @@ class Engine:
             # Segments of one rule shape over the same rows share the evaluation (and the
             # times it changes by itself: timers are per row, the earliest wins).
             shape = (self._shapes[segment_id], id(rows))
+            # Each result keeps its rows alive, so that no other array takes their id.
             result = results.get(shape)
-            if result is None or result[0] is not rows:
+            if result is None:
                 result = results[shape] = (rows, segment.compiled.evaluate(context, rows))
                 if segment.compiled.relative:
                     self._due.schedule(rows, segment.compiled.next_change(context, rows))

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 
 _encoder = msgspec.json.Encoder()
+_KINDS = [kind.encode() for kind in CHANGE_KINDS]
 #: Line numbers are written as a higher part and three digits from a table (000 to 999,
 #: or 0 to 999 when there is no higher part), not one number at a time.
 _THOUSAND = 1000
@@ -108,14 +109,13 @@ def change_messages(blocks: Sequence[tuple[int, ChangeBlock]]) -> tuple[list[str
         else:
             times, time_code = np.unique(at, return_inverse=True)
         quoted = [_encoder.encode(segment) for segment in block.segments]
-        kinds = [kind.encode() for kind in CHANGE_KINDS]
         segment_code = time_code * len(quoted) + block.segment
-        codes.append(len(heads) + segment_code * len(kinds) + block.kind)
+        codes.append(len(heads) + segment_code * len(_KINDS) + block.kind)
         heads.extend(
             b'},{"segmentId":%b,"change":"%b","at":%d,"sequence":' % (segment, kind, time)
             for time in times.tolist()
             for segment in quoted
-            for kind in kinds
+            for kind in _KINDS
         )
         users.extend(block.user_ids)
     group = np.concatenate([block.dense for _, block in blocks])

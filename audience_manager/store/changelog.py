@@ -120,8 +120,9 @@ def _keyed_entries(user_ids: list[str], dense: _Ints) -> tuple[list[str], _Ints,
     """Entries by dense id: a table over the ids' range when it is not much wider than the
     lines (a batch's users come from one stretch of ids), a sort otherwise."""
     count = len(dense)
-    missing = np.flatnonzero(dense < 0)
-    known = dense if not len(missing) else np.delete(dense, missing)
+    has = dense >= 0
+    known = dense[has]
+    missing = np.flatnonzero(~has)  # lines without an id: an entry each
     low = int(known.min()) if len(known) else 0
     span = int(known.max()) - low + 1 if len(known) else 0
     if span > 4 * count:
@@ -131,17 +132,11 @@ def _keyed_entries(user_ids: list[str], dense: _Ints) -> tuple[list[str], _Ints,
         return [user_ids[line] for line in first.tolist()], dense[first], entry
     present = np.zeros(span, dtype=np.bool_)
     present[known - low] = True
-    rank = np.cumsum(present) - 1
     ids = np.flatnonzero(present) + low
     entry = np.empty(count, dtype=np.int64)
-    if len(missing):  # lines without an id: an entry each, after the others
-        has = np.ones(count, dtype=np.bool_)
-        has[missing] = False
-        entry[has] = rank[known - low]
-        entry[missing] = len(ids) + np.arange(len(missing))
-        ids = np.concatenate([ids, dense[missing]])
-    else:
-        entry[:] = rank[dense - low]
+    entry[has] = (np.cumsum(present) - 1)[known - low]
+    entry[missing] = len(ids) + np.arange(len(missing))  # after the others
+    ids = np.concatenate([ids, dense[missing]])
     first = np.empty(len(ids), dtype=np.int64)
     first[entry] = np.arange(count)  # a line of each entry (they name one user)
     return [user_ids[line] for line in first.tolist()], ids, entry
